@@ -1,0 +1,64 @@
+"""One analysed frame: detect (YuNet), smooth the landmarks, measure the signals.
+
+``FrameAnalyzer.analyze`` is the CPU work of the pipeline: it runs off the event loop
+(in a bounded executor for live sessions, in the caller's thread offline). It keeps a
+little per-session tracking state (the last face, for choosing the detector's input size
+and smoothing landmark jitter), so use one analyzer per session; the ONNX model behind it
+is shared by the whole process.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .liveness.signals import FaceGeometry, FrameRecord, SignalExtractor
+from .vision.detector import get_detector
+
+# cv2 must not start its own thread pool next to ours
+cv2.setNumThreads(1)
+
+
+class FrameAnalyzer:
+    small_width = 160      # detector input width for a close face
+    large_width = 320      # used while the face is small or lost
+    smooth = 0.5           # landmark smoothing weight of the previous frame (when still)
+
+    def __init__(self) -> None:
+        self.detector = get_detector()
+        self.signals = SignalExtractor()
+        self._last: FaceGeometry | None = None
+        self._misses = 0
+
+    def _input_width(self, frame_w: int) -> int:
+        if self._last is None:
+            # look harder every few frames while nothing is found
+            return self.large_width if self._misses % 4 == 0 else self.small_width
+        iod_at_small = self._last.iod * self.small_width / frame_w
+        return self.small_width if iod_at_small >= 14 else self.large_width
+
+    def analyze(self, t: float, frame_bgr: np.ndarray) -> FrameRecord:
+        h, w = frame_bgr.shape[:2]
+        half = cv2.resize(frame_bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        width = self._input_width(w)
+        src = half if width <= w // 2 else frame_bgr
+        faces = self.detector.detect(src, input_width=width)
+        scale = w / src.shape[1]
+        geoms = [FaceGeometry(tuple(float(v) * scale for v in f.box),
+                              np.asarray(f.landmarks, dtype=np.float64) * scale, float(f.score))
+                 for f in faces]
+        if geoms:
+            g = geoms[0]
+            if self._last is not None:
+                move = np.linalg.norm(g.eye_centre - self._last.eye_centre) / max(g.iod, 1.0)
+                if move < 0.1:   # still: average out detector jitter
+                    a = self.smooth
+                    g = FaceGeometry(tuple(a * np.array(self._last.box) + (1 - a) * np.array(g.box)),
+                                     a * self._last.landmarks + (1 - a) * g.landmarks, g.score)
+                    geoms[0] = g
+            self._last = g
+            self._misses = 0
+        else:
+            self._last = None
+            self._misses += 1
+        return self.signals.extract(t, frame_bgr, geoms, half=half)

@@ -1,0 +1,204 @@
+"""From features to a verdict: quality gates, hard physical checks, one calibrated score.
+
+Order of questions, failing closed at each step:
+
+1. Is there enough usable evidence? (frames, one face, in view, still, exposure, a
+   response strong enough to judge) — if not: ``retry`` with the reasons. Never ``live``.
+2. Did the face answer *this* session's colours, and on time? A response that fits only
+   later than the genuine latency window is ``spoof`` (``late_response``).
+3. One calibrated probability from the physical features (logistic model fitted on the
+   simulator's tuning seeds by ``benchmarks/calibrate.py``; coefficients in
+   ``calibration.json`` beside this file). ``live`` only at or above the shipped threshold.
+
+``reasons`` are machine-readable codes; for spoof verdicts they name every cue that looked
+unlike a live face. ``confidence`` (0–100) is the calibrated certainty of the returned
+verdict; it is 0 for ``retry``, which makes no liveness claim.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .scorer import Features
+
+CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
+
+# Feature transforms: every feature the model sees, by name, with a physically sensible
+# clipping range so that no single wild estimate dominates.
+TRANSFORMS: dict[str, tuple[str, float, float]] = {
+    "fit": ("fit", 0.0, 1.0),
+    "log_f": ("f_stat", 0.0, 8.0),          # log1p(F)
+    "log_rel": ("rel_skin", -4.0, 1.5),     # log(relative response)
+    "bg_ratio": ("bg_ratio", -1.0, 2.0),
+    "mult_slope": ("mult_slope", -2.0, 1.0),
+    "dome_u": ("dome_u", -1.0, 1.0),
+    "dome_v": ("dome_v", -1.0, 1.0),
+    "nose": ("nose", -1.0, 1.0),
+    "flatness": ("flatness", 0.0, 1.5),
+    "spec_rg": ("spec_rg", -2.0, 2.0),
+    "spec_gb": ("spec_gb", -2.0, 2.0),
+    "spec_rb": ("spec_rb", -2.0, 2.0),
+    "spec_diag": ("spec_diag", -3.0, 6.0),
+}
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    min_fps: float = 8.0             # frames per second of challenge needed
+    min_face_share: float = 0.85
+    max_multi_share: float = 0.2
+    min_inside_share: float = 0.9
+    max_motion: float = 0.35         # 90th percentile eye-centre displacement / IOD
+    max_scale_change: float = 0.35
+    min_iod_px: float = 18.0
+    min_luma: float = 35.0
+    max_crushed: float = 0.35
+    max_clipped: float = 0.12
+    min_rel_response: float = 0.04   # response to white / ambient below this: too weak to judge
+    min_f_stat: float = 4.0
+    late_margin: float = 0.15
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    score: float
+    confidence: int
+    reasons: list[str]
+    lag_ms: float | None
+    features: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "score": round(self.score, 4), "confidence": self.confidence,
+                "reasons": self.reasons,
+                "lag_ms": None if self.lag_ms is None else round(self.lag_ms, 1)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+    # per-cue thresholds used only to explain a spoof verdict
+    explain: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_PATH) -> "Calibration":
+        d = json.loads(path.read_text())
+        return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["weights"]),
+                   float(d["bias"]), float(d["threshold"]), d.get("explain", {}))
+
+    def probability(self, phi: dict[str, float]) -> float:
+        z = self.bias
+        for n, m, s, w in zip(self.names, self.mean, self.scale, self.weights):
+            z += w * (phi[n] - m) / s
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+_calibration: Calibration | None = None
+
+
+def calibration() -> Calibration:
+    global _calibration
+    if _calibration is None:
+        _calibration = Calibration.load()
+    return _calibration
+
+
+def transform(values: dict[str, float]) -> dict[str, float] | None:
+    """Feature vector for the model; None when a feature could not be measured."""
+    out = {}
+    for name, (src, lo, hi) in TRANSFORMS.items():
+        x = values.get(src)
+        if x is None or not math.isfinite(x):
+            return None
+        if name == "log_f":
+            x = math.log1p(max(x, 0.0))
+        elif name == "log_rel":
+            x = math.log(max(x, 1e-4))
+        out[name] = min(hi, max(lo, x))
+    return out
+
+
+def quality_reasons(q: dict[str, Any], cfg: DecisionConfig) -> list[str]:
+    reasons: list[str] = []
+    if q.get("frames_in_challenge", 0) < cfg.min_fps * q.get("challenge_s", 1.0):
+        if q.get("frames_in_challenge", 0) == 0 or q.get("face_share", 0) > 0:
+            reasons.append("too_few_frames")
+    if q.get("multi_share", 0) > cfg.max_multi_share:
+        reasons.append("multiple_faces")
+    if q.get("face_share", 0) < cfg.min_face_share:
+        reasons.append("no_face" if q.get("face_share", 0) == 0 or "iod_px" not in q else "face_lost")
+    if "iod_px" in q:
+        if q.get("inside_share", 1.0) < cfg.min_inside_share:
+            reasons.append("face_out_of_frame")
+        if q["motion"] > cfg.max_motion or q["scale_change"] > cfg.max_scale_change:
+            reasons.append("moving_too_much")
+        if q["iod_px"] < cfg.min_iod_px:
+            reasons.append("face_too_small")
+        if q["luma"] < cfg.min_luma or q["crushed"] > cfg.max_crushed:
+            reasons.append("too_dark")
+        if q["clipped"] > cfg.max_clipped:
+            reasons.append("too_bright")
+    return list(dict.fromkeys(reasons))
+
+
+def decide(feats: Features, cfg: DecisionConfig | None = None, cal: Calibration | None = None) -> Verdict:
+    cfg = cfg or DecisionConfig()
+    cal = cal or calibration()
+    v, q = feats.values, feats.quality
+    lag = v.get("lag_ms")
+
+    def out(verdict: str, p: float, reasons: list[str]) -> Verdict:
+        conf = 0 if verdict == "retry" else int(round(100 * (p if verdict == "live" else 1 - p)))
+        return Verdict(verdict, p, conf, reasons, lag, dict(v), dict(q))
+
+    reasons = quality_reasons(q, cfg)
+    if reasons or not v:
+        return out("retry", 0.0, reasons or ["no_face"])
+
+    # on time? a clearly better fit after the genuine window is an adaptive (late) response
+    if v["fit_late"] > v["fit_in_window"] + cfg.late_margin and v["fit_late"] > 0.3:
+        return out("spoof", 0.0, ["late_response"])
+    weak = v["f_stat"] < cfg.min_f_stat or not (v.get("rel_skin", 0.0) >= cfg.min_rel_response)
+    phi = transform(v)
+    if phi is None:
+        return out("retry", 0.0, ["weak_response"] if weak else ["unmeasurable"])
+    p = cal.probability(phi)
+    if p >= cal.threshold and not weak:
+        return out("live", p, [])
+    if weak and p < cal.threshold:
+        # nothing answered the colours strongly enough to judge either way
+        if v.get("fit", 0.0) < cal.explain.get("min_fit", 0.5):
+            return out("retry" if v.get("rel_ratio", 0.0) < cfg.min_rel_response else "spoof",
+                       p, ["weak_response"] if v.get("rel_ratio", 0.0) < cfg.min_rel_response
+                       else ["no_response_to_colours"])
+        return out("retry", p, ["weak_response"])
+    return out("spoof", p, explain(v, phi, cal) or ["not_live"])
+
+
+def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> list[str]:
+    """Name the cues that look unlike a live face (thresholds from calibration)."""
+    e = cal.explain
+    r: list[str] = []
+    if v["fit"] < e.get("min_fit", 0.5):
+        r.append("no_response_to_colours")
+    if phi["bg_ratio"] > e.get("max_bg_ratio", 0.5):
+        r.append("background_responds")
+    if phi["mult_slope"] < e.get("min_mult_slope", -0.5):
+        r.append("additive_response")
+    if phi["dome_u"] + phi["dome_v"] < e.get("min_dome", 0.05) and phi["nose"] < e.get("min_nose", 0.02):
+        r.append("flat_response")
+    if e.get("spec_mean") and e.get("max_spec_dist"):
+        d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))
+        if d > e["max_spec_dist"]:
+            r.append("not_skin_spectrum")
+    return r

@@ -1,0 +1,186 @@
+"""Per-frame signals: a camera frame and its face become one small record.
+
+Everything the scorer needs is measured here, once per analysed frame, in *linear* light
+(the sRGB curve undone), so that reflected screen light adds up physically:
+
+- ``patches``: a 6×5 grid of mean linear RGB over the face in a face-aligned frame
+  (origin between the eyes, x along the eye line, unit = inter-ocular distance). The grid
+  is what reveals the 3D shading pattern of the response (centre vs sides, nose, chin).
+- ``quartiles``: mean linear RGB of the darkest … brightest quarter of the inner face
+  pixels (eyes, brows and nostrils vs skin). A reflected response *multiplies* reflectance
+  (same relative change in each quarter); glare on a replay screen *adds* (larger relative
+  change in the dark quarters).
+- ``skin``: mean linear RGB of the central cheeks/nose/forehead patches.
+- ``background``: mean linear RGB of the frame away from the head (far wall vs a print
+  or a replay device that fills the view).
+- exposure shares and a sharpness figure for quality gates and the best frame.
+
+Records carry no image data: only these means, the face geometry and the timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+# canonical face frame: u in [-1.25, 1.25] IOD (across), v in [-1.0, 2.0] IOD (down from the eyes)
+GRID_COLS, GRID_ROWS = 5, 6
+CELL = 8
+CANON_W, CANON_H = GRID_COLS * CELL, GRID_ROWS * CELL
+U0, U1, V0, V1 = -1.25, 1.25, -1.0, 2.0
+
+# patch centres in face units, row-major (row = v, col = u)
+PATCH_U = np.tile(np.linspace(U0, U1, GRID_COLS, endpoint=False) + (U1 - U0) / GRID_COLS / 2, GRID_ROWS)
+PATCH_V = np.repeat(np.linspace(V0, V1, GRID_ROWS, endpoint=False) + (V1 - V0) / GRID_ROWS / 2, GRID_COLS)
+
+# inner face (brows, eyes, nose, mouth, cheeks): an ellipse in face units
+_uu, _vv = np.meshgrid((np.arange(CANON_W) + 0.5) / CANON_W * (U1 - U0) + U0,
+                       (np.arange(CANON_H) + 0.5) / CANON_H * (V1 - V0) + V0)
+INNER_MASK = ((_uu / 1.0) ** 2 + ((_vv - 0.55) / 1.35) ** 2) <= 1.0
+# skin patches: cheeks, nose, forehead (rows 1..4, cols 1..3)
+SKIN_PATCHES = np.array([r * GRID_COLS + c for r in (1, 2, 3, 4) for c in (1, 2, 3)])
+
+_LUT = np.where(np.arange(256) / 255.0 <= 0.04045, np.arange(256) / 255.0 / 12.92,
+                ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linearize(img_u8: np.ndarray) -> np.ndarray:
+    """sRGB uint8 → linear float32 in [0, 1] (table lookup)."""
+    return _LUT[img_u8]
+
+
+@dataclass
+class FaceGeometry:
+    box: tuple[float, float, float, float]   # x, y, w, h in frame pixels
+    landmarks: np.ndarray                    # (5, 2) frame pixels, YuNet order
+    score: float
+
+    @property
+    def eye_centre(self) -> np.ndarray:
+        return (self.landmarks[0] + self.landmarks[1]) / 2.0
+
+    @property
+    def iod(self) -> float:
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+
+@dataclass
+class FrameRecord:
+    t: float
+    width: int
+    height: int
+    n_faces: int
+    face: FaceGeometry | None = None
+    patches: np.ndarray | None = None     # (30, 3) linear RGB
+    quartiles: np.ndarray | None = None   # (4, 3) linear RGB, dark → bright
+    skin: np.ndarray | None = None        # (3,) linear RGB
+    background: np.ndarray | None = None  # (3,) linear RGB, None when too little is visible
+    luma: float = 0.0                     # mean face luma, sRGB 0..255
+    clipped: float = 0.0                  # share of face pixels with a channel >= 250
+    crushed: float = 0.0                  # share of face pixels with luma <= 12
+    sharpness: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        def arr(a):
+            return None if a is None else np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+        d: dict[str, Any] = {"t": round(self.t, 4), "w": self.width, "h": self.height,
+                             "n_faces": self.n_faces}
+        if self.face is not None:
+            d["face"] = {"box": [round(v, 1) for v in self.face.box],
+                         "landmarks": np.round(self.face.landmarks, 1).tolist(),
+                         "score": round(self.face.score, 3)}
+            d.update(patches=arr(self.patches), quartiles=arr(self.quartiles), skin=arr(self.skin),
+                     luma=round(self.luma, 2), clipped=round(self.clipped, 4),
+                     crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2))
+        d["background"] = arr(self.background)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FrameRecord":
+        face = None
+        if d.get("face"):
+            f = d["face"]
+            face = FaceGeometry(tuple(f["box"]), np.asarray(f["landmarks"], dtype=np.float64), f["score"])
+        opt = lambda k: None if d.get(k) is None else np.asarray(d[k], dtype=np.float64)  # noqa: E731
+        return cls(t=d["t"], width=d["w"], height=d["h"], n_faces=d["n_faces"], face=face,
+                   patches=opt("patches"), quartiles=opt("quartiles"), skin=opt("skin"),
+                   background=opt("background"), luma=d.get("luma", 0.0), clipped=d.get("clipped", 0.0),
+                   crushed=d.get("crushed", 0.0), sharpness=d.get("sharpness", 0.0))
+
+
+def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
+    """2×3 affine map from canonical pixels to image pixels (image scaled by ``scale``)."""
+    le, re = face.landmarks[0], face.landmarks[1]
+    centre = (le + re) / 2.0 * scale
+    ex = (re - le) * scale                      # one IOD along the eye line
+    ey = np.array([-ex[1], ex[0]])              # perpendicular, pointing down the face
+    su = (U1 - U0) / CANON_W                    # face units per canonical pixel
+    sv = (V1 - V0) / CANON_H
+    # image = centre + ex * u + ey * v, with u = U0 + (x + 0.5) * su, v = V0 + (y + 0.5) * sv
+    a = np.column_stack([ex * su, ey * sv])
+    b = centre + ex * (U0 + 0.5 * su) + ey * (V0 + 0.5 * sv)
+    return np.column_stack([a, b])
+
+
+def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float, sy: float) -> np.ndarray:
+    """Pixels of a (h, w) image that are far from the head: outside an enlarged head box and
+    not below it (shoulders, body)."""
+    h, w = shape
+    mask = np.ones((h, w), dtype=bool)
+    if face is not None:
+        x, y, bw, bh = face.box
+        cx = (x + bw / 2) * sx
+        x0 = int(max(0, cx - bw * 1.0 * sx))
+        x1 = int(min(w, cx + bw * 1.0 * sx + 1))
+        y0 = int(max(0, (y - bh * 0.8) * sy))
+        mask[y0:, x0:x1] = False
+    return mask
+
+
+class SignalExtractor:
+    """Turns a BGR frame + detected faces into a FrameRecord. Stateless and thread-safe."""
+
+    bg_size = (80, 60)
+
+    def extract(self, t: float, frame_bgr: np.ndarray, faces: list, half: np.ndarray | None = None
+                ) -> FrameRecord:
+        h, w = frame_bgr.shape[:2]
+        rec = FrameRecord(t=t, width=w, height=h, n_faces=len(faces))
+        face = None
+        if faces:
+            f0 = faces[0]
+            face = f0 if isinstance(f0, FaceGeometry) else FaceGeometry(
+                tuple(float(v) for v in f0.box), np.asarray(f0.landmarks, dtype=np.float64), float(f0.score))
+            rec.face = face
+        small = cv2.resize(frame_bgr, self.bg_size, interpolation=cv2.INTER_AREA)
+        mask = background_mask(small.shape[:2], face, self.bg_size[0] / w, self.bg_size[1] / h)
+        if mask.mean() >= 0.08:
+            rec.background = linearize(small[mask]).mean(axis=0)[::-1].astype(np.float64)
+        if face is None or face.iod < 8:
+            return rec
+        if half is None:
+            half = cv2.resize(frame_bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        m = canonical_transform(face, scale=half.shape[1] / w)
+        canon = cv2.warpAffine(half, m, (CANON_W, CANON_H),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+        lin = linearize(canon)[:, :, ::-1]                     # RGB order from here on
+        blocks = lin.reshape(GRID_ROWS, CELL, GRID_COLS, CELL, 3).mean(axis=(1, 3))
+        rec.patches = blocks.reshape(-1, 3).astype(np.float64)
+        rec.skin = rec.patches[SKIN_PATCHES].mean(axis=0)
+        inner = lin[INNER_MASK]                               # (n, 3)
+        lum = inner @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+        order = np.argsort(lum, kind="stable")
+        rec.quartiles = np.stack([inner[q].mean(axis=0) for q in np.array_split(order, 4)]).astype(np.float64)
+        inner_u8 = canon[INNER_MASK]
+        luma_u8 = inner_u8 @ np.array([0.114, 0.587, 0.299])
+        rec.luma = float(luma_u8.mean())
+        rec.clipped = float((inner_u8.max(axis=1) >= 250).mean())
+        rec.crushed = float((luma_u8 <= 12).mean())
+        gray = cv2.cvtColor(canon, cv2.COLOR_BGR2GRAY)
+        rec.sharpness = float(cv2.Laplacian(gray, cv2.CV_32F)[2:-2, 2:-2].var())
+        return rec
