@@ -1,0 +1,85 @@
+"""Retry conditions and fail-closed behaviour of the scorer + decision (pure logic)."""
+
+import pytest
+
+from stream_ekyc.liveness.decision import Calibration, DecisionConfig, decide
+from stream_ekyc.liveness.scorer import Features, StreamingScorer
+
+from .synthetic_records import make_records, score
+
+
+def test_a_clean_responsive_face_is_judged_on_its_evidence():
+    ch, recs = make_records()
+    v = score(ch, recs)
+    assert v.verdict != "retry", v.reasons
+    assert 60 <= v.lag_ms <= 180
+    assert v.features["fit"] > 0.9
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(face=False), "no_face"),
+    (dict(n_faces=2), "multiple_faces"),
+    (dict(drop_after=2.0), "face_lost"),
+    (dict(motion=0.8), "moving_too_much"),
+    (dict(luma=20.0, crushed=0.5), "too_dark"),
+    (dict(clipped=0.4), "too_bright"),
+    (dict(fps=3.0), "too_few_frames"),
+    (dict(response=0.01), "weak_response"),
+])
+def test_each_retry_condition(kwargs, reason):
+    ch, recs = make_records(**kwargs)
+    v = score(ch, recs)
+    assert v.verdict == "retry"
+    assert reason in v.reasons
+    assert v.confidence == 0
+
+
+def test_face_out_of_frame_is_retry():
+    ch, recs = make_records()
+    for r in recs[len(recs) // 3:]:
+        x, y, w, h = r.face.box
+        r.face.box = (r.width - w * 0.4, y, w, h)
+    v = score(ch, recs)
+    assert v.verdict == "retry" and "face_out_of_frame" in v.reasons
+
+
+def test_late_response_is_spoof():
+    ch, recs = make_records(lag=0.7)
+    v = score(ch, recs)
+    assert v.verdict == "spoof" and "late_response" in v.reasons
+
+
+def test_no_frames_at_all_never_live():
+    ch, _ = make_records()
+    v = decide(StreamingScorer(ch).features())
+    assert v.verdict == "retry"
+
+
+def test_a_permissive_model_cannot_turn_missing_evidence_into_live():
+    # even a calibration that says "live" for everything cannot pass a weak response
+    always = Calibration(("fit",), (0.0,), (1.0,), (0.0,), 50.0, 0.5, {})
+    ch, recs = make_records(response=0.005)
+    sc = StreamingScorer(ch)
+    for r in recs:
+        sc.add(r)
+    assert decide(sc.features(), cal=always).verdict != "live"
+    f = Features(values={}, quality={"frames_in_challenge": 80, "challenge_s": 2.0, "face_share": 1.0})
+    assert decide(f, cal=always).verdict == "retry"
+
+
+def test_scorer_memory_is_bounded():
+    ch, recs = make_records(duration=5.0)
+    sc = StreamingScorer(ch)
+    for _ in range(40):
+        for r in recs:
+            sc.add(r)
+    assert len(sc.records) <= sc.config.max_records
+
+
+def test_retry_thresholds_are_configurable():
+    ch, recs = make_records(luma=50.0)
+    sc = StreamingScorer(ch)
+    for r in recs:
+        sc.add(r)
+    assert "too_dark" not in decide(sc.features()).reasons
+    assert "too_dark" in decide(sc.features(), cfg=DecisionConfig(min_luma=60.0)).reasons
