@@ -1,4 +1,4 @@
-"""Command line: ``stream-ekyc score | models``.
+"""Command line: ``stream-ekyc score | models | serve | apps create``.
 
 Every error in the input exits 2 with one line on stderr; results go to stdout as JSON.
 """
@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="action", required=True, parser_class=_Parser)
     msub.add_parser("fetch", help="download, verify and cache YuNet and SFace")
     msub.add_parser("path", help="print where the models are cached")
+
+    sv = sub.add_parser("serve", help="run the service (settings from STREAM_EKYC_* variables)")
+    sv.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    sv.add_argument("--demo", action="store_true", help="demo mode: a built-in app and the page at /")
+
+    a = sub.add_parser("apps", help="manage the relying parties' AppIDs and API keys")
+    asub = a.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ac = asub.add_parser("create", help="create an AppID; prints its API key once")
+    ac.add_argument("name", help="a label for the app")
     return p
 
 
@@ -77,12 +87,85 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    from .api.app import create_app
+    from .config import ConfigError, Settings
+    from .stores.media import media_from_url
+    from .stores.records import RecordsError, records_from_url
+    from .stores.redact import install_log_redaction
+
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, demo=True if args.demo else None)
+        records_from_url(settings.records_url)
+        media_from_url(settings.media_url)
+    except ConfigError as e:
+        return _fail(str(e))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    print(f"stream-ekyc: serving on {settings.host}:{settings.port}; page at {settings.public_url}/s/"
+          + (" (demo mode)" if settings.demo else ""), file=sys.stderr)
+    try:
+        # SIGINT/SIGTERM: stop accepting, let requests finish, then the cleanup contexts run
+        # (in-flight live sessions get a verdict or a clean 'failed', stores close)
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=loop,
+                    shutdown_timeout=10.0, print=None)
+    except OSError as e:
+        return _fail(f"cannot serve on {settings.host}:{settings.port}: {e.strerror or e}")
+    except (RecordsError, ConfigError) as e:
+        return _fail(str(e))
+    finally:
+        if not loop.is_closed():
+            loop.close()
+    return 0
+
+
+def cmd_apps(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from .api.auth import check_app_name, create_api_app
+    from .config import ConfigError, Settings
+    from .stores.records import RecordsError, records_from_url
+
+    try:
+        name = check_app_name(args.name)
+        settings = Settings.from_env()
+        records = records_from_url(settings.records_url)
+    except (ConfigError, ValueError) as e:
+        return _fail(str(e))
+
+    async def create() -> tuple[str, str]:
+        await records.start()
+        try:
+            return await create_api_app(records, name, time.time())
+        finally:
+            await records.close()
+
+    try:
+        app_id, api_key = asyncio.run(create())
+    except RecordsError as e:
+        return _fail(str(e))
+    json.dump({"app_id": app_id, "api_key": api_key}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         return _fail(str(e))
-    handler = {"score": cmd_score, "models": cmd_models}[args.command]
+    handler = {"score": cmd_score, "models": cmd_models, "serve": cmd_serve, "apps": cmd_apps}[args.command]
     return handler(args)
 
 

@@ -1,0 +1,270 @@
+"""The media store: face images, frames, videos and ID photos, each with a deletion deadline.
+
+``MediaStore`` owns what every backend shares: strict key validation, recording each
+object's deadline in the records store *before* its bytes are written (so nothing is ever
+stored without a deadline), and recording each deletion (when and why, never the content).
+Backends implement five raw operations on keys (``_write``, ``_read``, ``_exists``,
+``_delete``, ``_list``); an S3 backend and per-session encryption slot in there.
+
+Keys are ``<session_id>/<kind>/<name>``. Kinds the service uses:
+
+==============  =====================================================================
+``best_frame``  one JPEG, name ``best.jpg``
+``audit_frame`` up to 4 JPEGs, names ``audit_0.jpg`` … ``audit_3.jpg`` (served by index)
+``packet``      the algorithm packet (JSON): challenge, per-frame records, features, verdict
+``video``       the original video of the challenge window
+``id_photo``    the relying party's ID photo (JPEG or PNG)
+==============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+
+from ..config import ConfigError
+from .records import RecordsStore
+
+KIND_BEST_FRAME = "best_frame"
+KIND_AUDIT_FRAME = "audit_frame"
+KIND_PACKET = "packet"
+KIND_VIDEO = "video"
+KIND_ID_PHOTO = "id_photo"
+MAX_AUDIT_FRAMES = 4
+BEST_FRAME_NAME = "best.jpg"
+
+
+def audit_frame_name(n: int) -> str:
+    return f"audit_{n}.jpg"
+
+
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+
+
+class MediaKeyError(ValueError):
+    """A session id, kind, name or key that could escape the store or is malformed."""
+
+
+def check_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not _SESSION_RE.fullmatch(session_id):
+        raise MediaKeyError("bad session id")
+    return session_id
+
+
+def media_key(session_id: str, kind: str, name: str) -> str:
+    check_session_id(session_id)
+    if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+        raise MediaKeyError("bad media kind")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise MediaKeyError("bad media name")
+    return f"{session_id}/{kind}/{name}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    parts = key.split("/") if isinstance(key, str) else []
+    if len(parts) != 3:
+        raise MediaKeyError("bad media key")
+    media_key(*parts)
+    return parts[0], parts[1], parts[2]
+
+
+class MediaStore(abc.ABC):
+    """put / get / exists / delete_session / list_session, with deadlines in the records store."""
+
+    def __init__(self, records: RecordsStore | None = None, clock: Callable[[], float] = time.time):
+        self.records = records
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Prepare the backend (create the directory or check the bucket)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def ping(self) -> None:
+        """Raise when the backend is unreachable."""
+
+    async def put(self, session_id: str, kind: str, name: str, data: bytes, content_type: str,
+                  delete_at: float) -> str:
+        """Store ``data``; its deadline is recorded first. Returns the key."""
+        key = media_key(session_id, kind, name)
+        if self.records is not None:
+            await self.records.add_media_object(key, session_id, kind, content_type, len(data),
+                                                created_at=self.clock(), delete_at=delete_at)
+        await self._write(key, bytes(data), content_type)
+        return key
+
+    async def get(self, key: str) -> bytes | None:
+        split_key(key)
+        return await self._read(key)
+
+    async def exists(self, key: str) -> bool:
+        split_key(key)
+        return await self._exists(key)
+
+    async def list_session(self, session_id: str) -> list[str]:
+        check_session_id(session_id)
+        return sorted(await self._list(session_id))
+
+    async def delete(self, key: str, reason: str) -> bool:
+        """Delete one object (the retention sweeper's unit of work) and record why."""
+        split_key(key)
+        removed = await self._delete(key)
+        if self.records is not None:
+            await self.records.mark_media_deleted([key], self.clock(), reason)
+        return removed
+
+    async def delete_session(self, session_id: str, reason: str = "requested") -> int:
+        """Delete every object of the session now; returns how many objects were removed.
+        Objects the records store knows about are marked deleted even if already gone."""
+        check_session_id(session_id)
+        keys = set(await self._list(session_id))
+        known: list[str] = []
+        if self.records is not None:
+            known = [o["key"] for o in await self.records.media_objects(session_id) if o["deleted_at"] is None]
+        removed = 0
+        for key in sorted(keys):
+            if await self._delete(key):
+                removed += 1
+        await self._delete_session_container(session_id)
+        if self.records is not None:
+            await self.records.mark_media_deleted(sorted(keys | set(known)), self.clock(), reason)
+        return removed
+
+    # -- backend operations -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def _write(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _read(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _delete(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _list(self, session_id: str) -> list[str]: ...
+
+    async def _delete_session_container(self, session_id: str) -> None:
+        """Remove whatever groups a session's objects (a directory), if anything."""
+
+
+class LocalMediaStore(MediaStore):
+    """Objects as files under ``root/<session_id>/<kind>/<name>`` (0600, dirs 0700).
+
+    Writes go to a hidden temporary file in the same directory, are fsynced and renamed into
+    place, so a reader sees the old object or the whole new one. All file I/O runs in worker
+    threads (``asyncio.to_thread``)."""
+
+    def __init__(self, root: str | Path, records: RecordsStore | None = None,
+                 clock: Callable[[], float] = time.time):
+        super().__init__(records, clock)
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        sid, kind, name = split_key(key)
+        return self.root / sid / kind / name
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"media directory {self.root} is not writable")
+
+    async def ping(self) -> None:
+        ok = await asyncio.to_thread(lambda: self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK))
+        if not ok:
+            raise OSError(f"media directory {self.root} is missing or not writable")
+
+    async def _write(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write_sync, self._path(key), data)
+
+    @staticmethod
+    def _write_sync(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    async def _read(self, key: str) -> bytes | None:
+        path = self._path(key)
+
+        def read() -> bytes | None:
+            try:
+                return path.read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        return await asyncio.to_thread(read)
+
+    async def _exists(self, key: str) -> bool:
+        path = self._path(key)
+        return await asyncio.to_thread(path.is_file)
+
+    async def _delete(self, key: str) -> bool:
+        path = self._path(key)
+
+        def rm() -> bool:
+            try:
+                path.unlink()
+                return True
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+        return await asyncio.to_thread(rm)
+
+    async def _list(self, session_id: str) -> list[str]:
+        base = self.root / check_session_id(session_id)
+
+        def ls() -> list[str]:
+            out = []
+            if not base.is_dir():
+                return out
+            for kind_dir in base.iterdir():
+                if not kind_dir.is_dir() or not _KIND_RE.fullmatch(kind_dir.name):
+                    continue
+                for f in kind_dir.iterdir():
+                    if f.is_file() and not f.name.startswith(".") and _NAME_RE.fullmatch(f.name):
+                        out.append(f"{session_id}/{kind_dir.name}/{f.name}")
+            return out
+        return await asyncio.to_thread(ls)
+
+    async def _delete_session_container(self, session_id: str) -> None:
+        base = self.root / check_session_id(session_id)
+        # only leftovers remain here (temporary files of interrupted writes, empty dirs)
+        await asyncio.to_thread(shutil.rmtree, base, True)
+
+
+def media_from_url(url: str, records: RecordsStore | None = None,
+                   clock: Callable[[], float] = time.time) -> MediaStore:
+    """``file:///absolute/dir`` → ``LocalMediaStore``."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"media URL {url!r}: expected file:///absolute/path")
+        return LocalMediaStore(Path(unquote(parts.path)), records, clock)
+    raise ConfigError(f"media URL scheme {scheme or '(none)'!r} is not supported (supported: file)")
