@@ -111,6 +111,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "demo": {"type": "boolean"}, "min_age": {"type": "integer"}, "operator": {"type": "string"},
             "ice_servers": {"type": "array", "items": {"type": "object"}},
+            "media_retention_hours": {"type": "number", "description": "media is deleted this long after capture"},
         },
     },
 }

@@ -507,7 +507,8 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
 async def page_config(request: web.Request) -> web.StreamResponse:
     s = request.app[SETTINGS]
     return web.json_response({"demo": s.demo, "min_age": s.min_age, "operator": s.operator,
-                              "ice_servers": [dict(x) for x in s.ice_servers]})
+                              "ice_servers": [dict(x) for x in s.ice_servers],
+                              "media_retention_hours": round(s.media_ttl_s / 3600, 3)})
 
 
 @_api("openapi")

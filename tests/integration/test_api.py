@@ -21,7 +21,6 @@ import time
 import urllib.request
 import zlib
 from datetime import datetime
-from pathlib import Path
 from unittest import mock
 
 import aiohttp
@@ -31,15 +30,16 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from stream_ekyc import models
-from stream_ekyc.api.app import MEDIA, METRICS, RECORDS, expire_due_sessions, set_state
+from stream_ekyc.api.app import MEDIA, METRICS, expire_due_sessions, set_state
 from stream_ekyc.api.errors import ERROR_CODES, ApiError
 from stream_ekyc.api.openapi import build_openapi
 from stream_ekyc.api.routes import ROUTES, demo_session, is_loopback_peer
 from stream_ekyc.config import ConfigError, Settings
-from stream_ekyc.stores.media import audit_frame_name
+from stream_ekyc.stores.media import LocalMediaStore, MediaKeyError, audit_frame_name, media_from_url, media_key
 from stream_ekyc.stores.records import records_from_url
+from stream_ekyc.stores.redact import RedactingFilter
 
-from .conftest import OFFER_SDP, Clock, StubLive, auth, serve
+from .conftest import OFFER_SDP, StubLive, auth, serve
 
 
 def jpeg(w: int = 64, h: int = 48) -> bytes:
@@ -396,7 +396,8 @@ async def test_page_config(make_settings):
         r = await h.client.get("/v1/page-config")
         assert r.status == 200
         assert await r.json() == {"demo": False, "min_age": 21, "operator": "Example Bank plc",
-                                  "ice_servers": [{"urls": ["stun:stun.example.org:3478"]}]}
+                                  "ice_servers": [{"urls": ["stun:stun.example.org:3478"]}],
+                                  "media_retention_hours": 2}
 
 
 async def test_openapi_covers_every_route(make_settings):
@@ -559,6 +560,13 @@ async def test_monitoring_and_no_secrets_in_logs_or_op_logs(make_settings, caplo
         assert value not in op_logs, value[:12]
         assert value not in everything, value[:12]
     assert "127.0.0.1" not in op_logs  # peer addresses are hashed
+    # the access log names the peer; with the filter `serve` installs, only its hash remains
+    access = [r for r in caplog.records if r.name == "aiohttp.access"]
+    assert access
+    for rec in access:
+        copy = logging.makeLogRecord(dict(vars(rec)))
+        RedactingFilter().filter(copy)
+        assert "127.0.0.1" not in copy.getMessage() and "ip:" in copy.getMessage()
     assert '"client_token":"<secret>"' in op_logs and "<bytes n=" in op_logs
 
 
@@ -663,3 +671,51 @@ def test_cli_apps_create_and_serve(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_local_media_store(tmp_path):
+    rec = records_from_url(f"sqlite:///{tmp_path}/r.sqlite3")
+    await rec.start()
+    store = media_from_url(f"file://{tmp_path}/media", rec, clock=lambda: 100.0)
+    assert isinstance(store, LocalMediaStore)
+    await store.start()
+    try:
+        key = await store.put("ses_a", "packet", "packet.json", b'{"a": 1}', "application/json", delete_at=200.0)
+        assert key == "ses_a/packet/packet.json"
+        await store.put("ses_a", "packet", "packet.json", b'{"a": 2}', "application/json", delete_at=300.0)
+        assert await store.get(key) == b'{"a": 2}' and await store.exists(key)
+        assert await store.get("ses_a/packet/other.json") is None
+        obj = await rec.media_object(key)
+        assert obj["delete_at"] == 200.0 and obj["created_at"] == 100.0  # the earliest deadline stays
+        assert [o["key"] for o in await rec.media_due(250.0)] == [key]
+        files = [p.name for p in (tmp_path / "media" / "ses_a" / "packet").iterdir()]
+        assert files == ["packet.json"]  # no temporary files left behind
+        assert oct((tmp_path / "media" / "ses_a" / "packet" / "packet.json").stat().st_mode & 0o777) == "0o600"
+        await store.put("ses_b", "video", "v.webm", b"x" * 10, "video/webm", delete_at=200.0)
+        assert await store.list_session("ses_a") == [key]
+        assert await store.delete_session("ses_a") == 1
+        assert not (tmp_path / "media" / "ses_a").exists()
+        assert (await rec.media_object(key))["deleted_reason"] == "requested"
+        assert await store.list_session("ses_b") == ["ses_b/video/v.webm"]
+        assert await store.delete("ses_b/video/v.webm", reason="retention")
+        assert (await rec.media_object("ses_b/video/v.webm"))["deleted_reason"] == "retention"
+        for sid, kind, name in (("../x", "packet", "a"), ("ses_a", "../../etc", "a"), ("ses_a", "packet", "../a"),
+                                ("ses_a", "packet", ".hidden"), ("ses_a", "packet", "a/b"), ("", "packet", "a"),
+                                ("ses_a", "Packet", "a"), ("ses_a", "packet", "a\x00"), ("s" * 65, "packet", "a"),
+                                ("ses_a", "packet", "..")):
+            with pytest.raises(MediaKeyError):
+                media_key(sid, kind, name)
+            with pytest.raises(MediaKeyError):
+                await store.put(sid, kind, name, b"x", "text/plain", 1.0)
+        for bad_key in ("../../etc/passwd", "ses_a/packet", "ses_a/packet/../../x", "/abs/packet/x", "a/b/c/d"):
+            with pytest.raises(MediaKeyError):
+                await store.get(bad_key)
+        with pytest.raises(MediaKeyError):
+            await store.delete_session("../ses_b")
+    finally:
+        await store.close()
+        await rec.close()
+    with pytest.raises(ConfigError):
+        media_from_url("s3://bucket/prefix")
+    with pytest.raises(ConfigError):
+        media_from_url("file://relative/dir")
