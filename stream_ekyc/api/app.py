@@ -196,12 +196,14 @@ async def _expiry_loop(app: web.Application) -> None:
 
 async def expire_due_sessions(app: web.Application) -> int:
     """Move ``created`` sessions past their deadline to ``expired``; returns how many."""
-    rows = await app[RECORDS].list_expired_sessions(app[CLOCK](), states=("created",))
     n = 0
-    for row in rows:
-        if await set_state(app, row["session_id"], "expired", expected="created", detail="not started in time"):
-            n += 1
-    return n
+    while True:
+        rows = await app[RECORDS].list_expired_sessions(app[CLOCK](), states=("created",), limit=100)
+        for row in rows:
+            if await set_state(app, row["session_id"], "expired", expected="created", detail="not started in time"):
+                n += 1
+        if len(rows) < 100:
+            return n
 
 
 # --- session state ---------------------------------------------------------------------------

@@ -60,6 +60,8 @@ VECTOR_KEYS = frozenset({"embedding", "embeddings", "descriptor", "feature_vecto
 BLOB_KEYS = frozenset({"id_photo", "photo", "image", "frame", "jpeg", "png", "video", "data", "content"})
 SDP_KEYS = frozenset({"sdp"})
 
+# integers under these keys are measurements, not identifiers
+_MEASURE_KEY = re.compile(r"(?:^|_)(?:size|length|bytes|count|total|n|status|ms|us|ns|s|seconds|at|units|frames)$")
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
@@ -202,7 +204,8 @@ def redact(obj: Any, _key: str | None = None, _depth: int = 0) -> Any:
             return f"<bytes n={_b64_len(body)}>"
         return scrub(obj, MAX_STRING)
     if isinstance(obj, int):
-        return "<id>" if abs(obj) >= 10**7 and cls != "blob" else obj
+        measure = _key is not None and _MEASURE_KEY.search(_norm_key(_key))
+        return "<id>" if abs(obj) >= 10**7 and not measure else obj
     if isinstance(obj, float):
         return obj if obj == obj and abs(obj) != float("inf") else str(obj)
     if isinstance(obj, Mapping):

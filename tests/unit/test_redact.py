@@ -101,7 +101,9 @@ def test_ip_addresses_are_hashed_consistently():
 def test_id_numbers_in_strings_and_ints():
     for v in (ID_NUMBER, SSN, "1234 5678 9012", "AB123456C", "0123456789"):
         assert v not in scrub(f"value {v} end"), v
-    assert redact({"count": 12, "n": 1234567890123}) == {"count": 12, "n": "<id>"}
+    assert redact({"count": 12, "ref": 1234567890123}) == {"count": 12, "ref": "<id>"}
+    assert redact({"content_length": 12582912, "bytes": 10485761}) == {"content_length": 12582912,
+                                                                       "bytes": 10485761}
 
 
 def test_ordinary_text_is_untouched():
