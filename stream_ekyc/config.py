@@ -75,17 +75,20 @@ class Settings:
         for name, (label, value) in raw.items():
             values[name] = _PARSERS[name](label, value)
 
-        data_dir: Path = (values.get("data_dir") or Path(platformdirs.user_data_dir("stream-ekyc"))).absolute()
-        values["data_dir"] = data_dir
-        values.setdefault("records_url", f"sqlite:///{data_dir / 'records.sqlite3'}")
-        values.setdefault("media_url", f"file://{data_dir / 'media'}")
-        host = values.get("host", cls.host)
-        port = values.get("port", cls.port)
-        values.setdefault("public_url", _derived_public_url(host, port))
-        if "web_dir" not in values:
-            default_web = Path(__file__).resolve().parent.parent / "web_client"
-            values["web_dir"] = default_web
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Fill the derived settings (store URLs, public URL, page directory) left empty."""
+        data_dir = Path(self.data_dir).expanduser().absolute()
+        derived = {
+            "data_dir": data_dir,
+            "records_url": self.records_url or f"sqlite:///{data_dir / 'records.sqlite3'}",
+            "media_url": self.media_url or f"file://{data_dir / 'media'}",
+            "public_url": self.public_url or _derived_public_url(self.host, self.port),
+            "web_dir": self.web_dir or Path(__file__).resolve().parent.parent / "web_client",
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def is_https(self) -> bool:

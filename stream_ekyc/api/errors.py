@@ -62,6 +62,8 @@ ERROR_CODES: dict[str, str] = {
     "internal": "an unexpected server error",
 }
 
+_PARSE_OFF_LOOP = 256 * 1024
+
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -128,7 +130,10 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
         request[OP_REQUEST] = {}
         return {}
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        if len(raw) > _PARSE_OFF_LOOP:  # a large body (a photo) is parsed in a worker thread
+            obj = await asyncio.to_thread(json.loads, raw, parse_constant=_reject_constant)
+        else:
+            obj = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(obj, dict):

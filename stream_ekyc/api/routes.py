@@ -227,8 +227,13 @@ async def _read_create_request(request: web.Request, *, allow_empty: bool = Fals
         return await _read_multipart(request)
     body = await read_json(request, allow_empty=allow_empty)
     photo = None
-    if body.get("id_photo") is not None:
-        photo = decode_photo_b64(body["id_photo"])
+    value = body.get("id_photo")
+    if value is not None:
+        # the operation log keeps only the photo's size
+        request[OP_REQUEST] = {**body, "id_photo": f"<base64 chars={len(value) if isinstance(value, str) else 0}>"}
+        photo = await asyncio.to_thread(decode_photo_b64, value) if isinstance(value, str) and len(value) > 65536 \
+            else decode_photo_b64(value)
+        request[OP_REQUEST] = {**body, "id_photo": photo}  # bytes: logged as <bytes n=…>
     return {k: v for k, v in body.items() if k != "id_photo"}, photo
 
 
