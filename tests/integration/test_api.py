@@ -6,6 +6,7 @@ stores, auth, errors, monitoring and operation logs are the real ones.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -428,6 +429,8 @@ async def test_metrics_text_parses(make_settings):
         await h.create_session(key)
         h.app[METRICS].analysis_latency.observe(0.012)
         h.app[METRICS].frames_received.inc(3)
+        await asyncio.sleep(0.6)  # the loop-lag monitor samples every 0.25 s
+        assert h.app[METRICS].loop_lag.count() >= 1
         r = await h.client.get("/metrics")
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await r.text()
