@@ -39,6 +39,8 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
     "dome_v": ("dome_v", -1.0, 1.0),
     "nose": ("nose", -1.0, 1.0),
     "flatness": ("flatness", 0.0, 1.5),
+    "nonplanar": ("nonplanar", 0.0, 1.5),
+    "tilt": ("tilt", 0.0, 2.0),
     "spec_rg": ("spec_rg", -2.0, 2.0),
     "spec_gb": ("spec_gb", -2.0, 2.0),
     "spec_rb": ("spec_rb", -2.0, 2.0),
@@ -55,6 +57,7 @@ class DecisionConfig:
     max_motion: float = 0.35         # 90th percentile eye-centre displacement / IOD
     max_scale_change: float = 0.35
     min_iod_px: float = 18.0
+    min_background_share: float = 0.8  # the far background must be visible around the head
     min_luma: float = 35.0
     max_crushed: float = 0.35
     max_clipped: float = 0.12
@@ -144,6 +147,8 @@ def quality_reasons(q: dict[str, Any], cfg: DecisionConfig) -> list[str]:
             reasons.append("moving_too_much")
         if q["iod_px"] < cfg.min_iod_px:
             reasons.append("face_too_small")
+        if q.get("background_share", 1.0) < cfg.min_background_share:
+            reasons.append("face_too_close")
         if q["luma"] < cfg.min_luma or q["crushed"] > cfg.max_crushed:
             reasons.append("too_dark")
         if q["clipped"] > cfg.max_clipped:
@@ -166,22 +171,19 @@ def decide(feats: Features, cfg: DecisionConfig | None = None, cal: Calibration 
         return out("retry", 0.0, reasons or ["no_face"])
 
     # on time? a clearly better fit after the genuine window is an adaptive (late) response
-    if v["fit_late"] > v["fit_in_window"] + cfg.late_margin and v["fit_late"] > 0.3:
+    if (v["fit_late"] > v["fit_in_window"] + cfg.late_margin and v["fit_late"] > 0.3
+            and v.get("rel_best", 0.0) >= cfg.min_rel_response):
         return out("spoof", 0.0, ["late_response"])
-    weak = v["f_stat"] < cfg.min_f_stat or not (v.get("rel_skin", 0.0) >= cfg.min_rel_response)
+    if v["f_stat"] < cfg.min_f_stat or not (v.get("rel_skin", 0.0) >= cfg.min_rel_response):
+        # nothing answered the colours strongly enough to judge either way (bright
+        # daylight, a face far from the screen, or a feed that ignores the screen)
+        return out("retry", 0.0, ["weak_response"])
     phi = transform(v)
     if phi is None:
-        return out("retry", 0.0, ["weak_response"] if weak else ["unmeasurable"])
+        return out("retry", 0.0, ["unmeasurable"])
     p = cal.probability(phi)
-    if p >= cal.threshold and not weak:
+    if p >= cal.threshold:
         return out("live", p, [])
-    if weak and p < cal.threshold:
-        # nothing answered the colours strongly enough to judge either way
-        if v.get("fit", 0.0) < cal.explain.get("min_fit", 0.5):
-            return out("retry" if v.get("rel_ratio", 0.0) < cfg.min_rel_response else "spoof",
-                       p, ["weak_response"] if v.get("rel_ratio", 0.0) < cfg.min_rel_response
-                       else ["no_response_to_colours"])
-        return out("retry", p, ["weak_response"])
     return out("spoof", p, explain(v, phi, cal) or ["not_live"])
 
 

@@ -161,10 +161,14 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         return feats
     t = np.array([r.t for r in rows])
     skin = np.array([r.skin for r in rows])
-    bg_ok = all(r.background is not None for r in rows)
-    q["background_visible"] = bg_ok
+    has_bg = np.array([r.background is not None for r in rows])
+    q["background_share"] = float(has_bg.mean())
+    bg_ok = q["background_share"] >= 0.8
     if bg_ok:
-        bg = np.array([r.background for r in rows])
+        # fill the few frames where the head hid the background with the nearest measurement
+        idx = np.flatnonzero(has_bg)
+        nearest = idx[np.clip(np.searchsorted(idx, np.arange(len(rows))), 0, len(idx) - 1)]
+        bg = np.array([rows[i].background for i in nearest])
         ratio_target = skin / np.maximum(bg, 1e-4)
     else:
         bg = None
@@ -193,7 +197,7 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         den = a - 2 * b + c
         if den < 0:
             lag += 0.5 * (a - c) / den * LAG_STEP_S
-    v["lag_ms"] = lag * 1000.0
+    v["lag_ms"] = float(lag * 1000.0)
     v["f_stat"] = float(((ssr0[bw] - ssr1[bw]) / 9.0) / max(ssr1[bw] / dof, 1e-12))
     v["noise"] = float(np.sqrt(ssr1[bw] / dof))
 
@@ -205,6 +209,8 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         beta, _ = _solve(xb, region)
         return beta[0]
 
+    bl, _ = _solve(x[best][None], skin)
+    v["rel_best"] = _rel(bl[0])          # relative response at the best lag overall
     beta_skin_raw = fit(skin)
     rel_skin = _rel(beta_skin_raw)
     v["rel_skin"] = rel_skin
@@ -234,18 +240,22 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
     lev_p = p_beta[1].sum(axis=1)
     rel_p = p_beta[3:6].sum(axis=(0, 2)) / np.maximum(lev_p, 1e-6)
     face_cells = (PATCH_U ** 2 / 1.15 ** 2 + (PATCH_V - 0.5) ** 2 / 1.45 ** 2) <= 1.0
-    if np.isfinite(rel_skin) and rel_skin > 1e-4 and face_cells.sum() >= 8:
+    mean_rel = float(np.mean(rel_p[face_cells]))
+    if mean_rel > 1e-3 and face_cells.sum() >= 8:
         u, vv = PATCH_U[face_cells], PATCH_V[face_cells] - 0.5
-        r = rel_p[face_cells] / rel_skin
-        a = np.column_stack([np.ones_like(u), u, vv, u ** 2, vv ** 2])
+        r = rel_p[face_cells] / mean_rel
+        plane = np.column_stack([np.ones_like(u), u, vv])
+        a = np.column_stack([plane, u ** 2, vv ** 2])
         coef, *_ = np.linalg.lstsq(a, r, rcond=None)
         v["dome_u"] = float(-coef[3])
         v["dome_v"] = float(-coef[4])
-        v["tilt"] = float(np.hypot(coef[1], coef[2]))
+        pc, *_ = np.linalg.lstsq(plane, r, rcond=None)
+        v["tilt"] = float(np.hypot(pc[1], pc[2]))
+        v["nonplanar"] = float(np.sqrt(np.mean((r - plane @ pc) ** 2)))
         # nose tip cell (row 3, col 2) against the outer cheek cells of the same rows
         nose = rel_p[3 * GRID_COLS + 2]
         sides = rel_p[[2 * GRID_COLS + 0, 2 * GRID_COLS + 4, 3 * GRID_COLS + 0, 3 * GRID_COLS + 4]].mean()
-        v["nose"] = float((nose - sides) / rel_skin)
+        v["nose"] = float((nose - sides) / mean_rel)
         v["flatness"] = float(np.std(r))
     # spectral signature of the skin: response matrix B[c, j] = beta_cj / level_c
     lvl = beta_ratio[1]

@@ -127,17 +127,20 @@ def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
 
 
 def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float, sy: float) -> np.ndarray:
-    """Pixels of a (h, w) image that are far from the head: outside an enlarged head box and
-    not below it (shoulders, body)."""
+    """Pixels of a (h, w) image that are away from the person: outside the head (box widened
+    for hair and ears, raised for hair) and outside the shoulders below it."""
     h, w = shape
     mask = np.ones((h, w), dtype=bool)
     if face is not None:
         x, y, bw, bh = face.box
         cx = (x + bw / 2) * sx
-        x0 = int(max(0, cx - bw * 1.0 * sx))
-        x1 = int(min(w, cx + bw * 1.0 * sx + 1))
-        y0 = int(max(0, (y - bh * 0.8) * sy))
-        mask[y0:, x0:x1] = False
+
+        def block(x0: float, x1: float, y0: float, y1: float) -> None:
+            mask[max(0, int(y0)):max(0, min(h, int(np.ceil(y1)))),
+                 max(0, int(x0)):max(0, min(w, int(np.ceil(x1))))] = False
+
+        block(cx - 0.85 * bw * sx, cx + 0.85 * bw * sx, (y - 0.45 * bh) * sy, (y + 1.3 * bh) * sy)
+        block(cx - 1.7 * bw * sx, cx + 1.7 * bw * sx, (y + 1.1 * bh) * sy, h)
     return mask
 
 
@@ -158,7 +161,7 @@ class SignalExtractor:
             rec.face = face
         small = cv2.resize(frame_bgr, self.bg_size, interpolation=cv2.INTER_AREA)
         mask = background_mask(small.shape[:2], face, self.bg_size[0] / w, self.bg_size[1] / h)
-        if mask.mean() >= 0.08:
+        if mask.mean() >= 0.04:
             rec.background = linearize(small[mask]).mean(axis=0)[::-1].astype(np.float64)
         if face is None or face.iod < 8:
             return rec

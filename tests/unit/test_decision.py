@@ -24,7 +24,7 @@ def test_a_clean_responsive_face_is_judged_on_its_evidence():
     (dict(luma=20.0, crushed=0.5), "too_dark"),
     (dict(clipped=0.4), "too_bright"),
     (dict(fps=3.0), "too_few_frames"),
-    (dict(response=0.01), "weak_response"),
+    (dict(response=0.01, bg_response=0.0003), "weak_response"),
 ])
 def test_each_retry_condition(kwargs, reason):
     ch, recs = make_records(**kwargs)
