@@ -53,7 +53,10 @@ EXPOSURE_SUBSAMPLES = (0.0, 0.01, 0.02)   # a frame integrates light over its ex
 class ScorerConfig:
     max_lag_s: float = 0.35          # end of the genuine latency window
     pre_s: float = 0.4               # frames kept before the first step
-    post_s: float = LAG_MAX_S + 0.1  # frames kept after the last step
+    # frames used after the last step ends: the genuine window plus a margin, so a live
+    # session can answer ~0.6 s after its last colour; responses later than that are
+    # still seen on the earlier steps (the lag search runs to 1.2 s)
+    post_s: float = 0.6
     max_records: int = 3600          # hard bound on what a session may hold
 
 

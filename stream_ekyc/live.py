@@ -1,0 +1,201 @@
+"""Live sessions: aiortc peer connections driving one ``LivePipeline`` each.
+
+``LiveSessions`` is what the offer route calls (``api.app.LiveSessions`` protocol): it
+answers the SDP offer, wires the video track and the ``ekyc`` data channel into a
+pipeline, records every state transition, and when the pipeline ends stores the evidence
+(best frame, audit frames, algorithm packet, video of the challenge window) in the media
+store and the result in the records store. Every peer connection is closed at the end:
+its decoder threads would otherwise outlive the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from .api.app import CLOCK, EXECUTOR, MEDIA, METRICS, SETTINGS, set_state
+from .pipeline import LivePipeline, PipelineConfig, PipelineResult
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = {"127.0.0.1", "::1"}
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", re.MULTILINE)
+
+
+class Busy(Exception):
+    def __init__(self, retry_after_s: int = 5) -> None:
+        super().__init__("at capacity")
+        self.retry_after_s = retry_after_s
+
+
+def loopback_only_sdp(sdp: str) -> str:
+    """Drop every ICE candidate that is not a loopback address (development and tests)."""
+    out = []
+    for line in sdp.splitlines():
+        m = _CANDIDATE.match(line + " ")
+        if m and m.group(1) not in _LOOPBACK:
+            continue
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+def restrict_ice_to_loopback() -> None:
+    """Make aioice offer only 127.0.0.1 as a host candidate (process-wide; dev/test only)."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+class LiveSessions:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.settings = app[SETTINGS]
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pcs: dict[str, RTCPeerConnection] = {}
+        self._pipelines: dict[str, LivePipeline] = {}
+        self.pipeline_config = PipelineConfig()
+        if self.settings.ice_loopback_only:
+            restrict_ice_to_loopback()
+
+    def active_count(self) -> int:
+        return len(self._tasks)
+
+    def _configuration(self) -> RTCConfiguration:
+        # always explicit: aiortc would otherwise reach for a public STUN server
+        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+                   for s in self.settings.ice_servers]
+        return RTCConfiguration(iceServers=servers)
+
+    async def start(self, session: dict[str, Any], offer_sdp: str, offer_type: str) -> tuple[str, str]:
+        if self.active_count() >= self.settings.max_sessions:
+            raise Busy(retry_after_s=5)
+        sid = session["session_id"]
+        if self.settings.ice_loopback_only:
+            offer_sdp = loopback_only_sdp(offer_sdp)
+        pc = RTCPeerConnection(self._configuration())
+        ready: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+        parts: dict[str, Any] = {}
+
+        def maybe_ready() -> None:
+            if "track" in parts and "channel" in parts and not ready.done():
+                ready.set_result((parts["track"], parts["channel"]))
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and "track" not in parts:
+                parts["track"] = track
+                maybe_ready()
+
+        @pc.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            if channel.label == "ekyc" and "channel" not in parts:
+                parts["channel"] = channel
+                maybe_ready()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type=offer_type))
+            if not any(t.kind == "video" for t in pc.getTransceivers()):
+                raise ValueError("the offer has no video")
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as e:
+            await pc.close()
+            raise ValueError(f"malformed SDP offer: {type(e).__name__}") from None
+        self._pcs[sid] = pc
+        self._tasks[sid] = asyncio.ensure_future(self._session(sid, pc, ready))
+        return pc.localDescription.sdp, pc.localDescription.type
+
+    async def _session(self, sid: str, pc: RTCPeerConnection, ready: asyncio.Future) -> None:
+        app = self.app
+        result: PipelineResult | None = None
+        try:
+            try:
+                track, channel = await asyncio.wait_for(ready, timeout=15.0)
+            except asyncio.TimeoutError:
+                await set_state(app, sid, "failed", expected=("created",), detail="no_media")
+                return
+            await set_state(app, sid, "connected", expected=("created",))
+
+            def send(msg: dict[str, Any]) -> None:
+                if channel.readyState == "open":
+                    channel.send(json.dumps(msg, separators=(",", ":")))
+
+            async def on_state(state: str) -> None:
+                if state != "done":   # done is recorded with the result below
+                    prev = {"fitting": "connected", "challenging": "fitting", "scoring": "challenging"}[state]
+                    await set_state(app, sid, state, expected=(prev,))
+
+            pipeline = LivePipeline(executor=app[EXECUTOR], send=send, on_state=on_state,
+                                    metrics=app[METRICS], config=self.pipeline_config)
+            self._pipelines[sid] = pipeline
+            channel.on("message", pipeline.on_message)
+            channel.on("close", lambda: pipeline.abort("channel_closed"))
+
+            @pc.on("connectionstatechange")
+            async def on_conn() -> None:
+                if pc.connectionState in ("failed", "closed"):
+                    pipeline.abort("connection_" + pc.connectionState)
+
+            result = await pipeline.run(track)
+            await self._store(sid, result)
+        except asyncio.CancelledError:
+            await set_state(app, sid, "failed", expected=("connected", "fitting", "challenging", "scoring"),
+                            detail="shutdown")
+            raise
+        except Exception:
+            log.exception("session pipeline failed")
+            await set_state(app, sid, "failed", expected=("created", "connected", "fitting", "challenging",
+                                                          "scoring"), detail="internal_error")
+        finally:
+            self._pipelines.pop(sid, None)
+            self._tasks.pop(sid, None)
+            self._pcs.pop(sid, None)
+            await pc.close()
+
+    async def _store(self, sid: str, result: PipelineResult) -> None:
+        app, s = self.app, self.settings
+        now = app[CLOCK]()
+        delete_at = now + s.media_ttl_s
+        media = app[MEDIA]
+        ev = result.evidence
+        stored: dict[str, Any] = {}
+        if ev.best_jpeg:
+            await media.put(sid, "best_frame", "best.jpg", ev.best_jpeg, "image/jpeg", delete_at)
+            stored["best_frame"] = True
+        for i, jpg in enumerate(ev.audit_jpegs):
+            await media.put(sid, "audit_frame", f"audit_{i}.jpg", jpg, "image/jpeg", delete_at)
+        stored["audit_frames"] = len(ev.audit_jpegs)
+        await media.put(sid, "packet", "packet.json", json.dumps(ev.packet, separators=(",", ":")).encode(),
+                        "application/json", delete_at)
+        if ev.video:
+            await media.put(sid, "video", "challenge.mp4", ev.video, ev.video_type, delete_at)
+        if result.verdict is None:
+            await set_state(app, sid, "failed", expected=("connected", "fitting", "challenging", "scoring"),
+                            detail=result.reason or "aborted")
+            return
+        v = result.verdict
+        body = {"verdict": v.verdict, "confidence": v.confidence, "score": round(v.score, 4),
+                "reasons": v.reasons, "lag_ms": None if v.lag_ms is None else round(v.lag_ms, 1),
+                "outcome": result.outcome, "timings": result.timings, "counts": result.counts,
+                "best_frame_quality": ev.best, "media": stored}
+        await set_state(app, sid, "done", expected=("fitting", "scoring"), result=body)
+
+    async def shutdown(self) -> None:
+        """Give in-flight sessions a clean end: those already scoring finish, others fail."""
+        for sid, pipe in list(self._pipelines.items()):
+            if pipe.state not in ("scoring",):
+                pipe.abort("shutdown")
+        tasks = list(self._tasks.values())
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=5.0)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for pc in list(self._pcs.values()):
+            await pc.close()

@@ -1,0 +1,494 @@
+"""One live session: frames in → analysis off the event loop → guidance, colours, verdict out.
+
+The pipeline knows nothing of aiortc beyond its track interface (``await track.recv()``
+returning ``av.VideoFrame``) and a ``send(dict)`` callable for the data channel, so the
+same class runs behind a real peer connection and in tests.
+
+Backpressure: a reader task takes every decoded frame off the track as soon as it arrives
+(aiortc's queues are unbounded, so nothing may stay in them) and keeps only the newest one
+in a one-frame slot; the analysis loop takes from the slot, so when analysis is behind the
+stale frames are dropped, and counted. CPU work (colour conversion, detection, signals,
+JPEG and video encoding, the final fit) runs in the shared bounded executor.
+
+Clocks: frames are placed on the server's monotonic clock from their RTP timestamps
+(``frame.time``) plus the smallest arrival offset seen so far, so network jitter does not
+smear them; each colour's time is the moment the server sent it. The page's own display
+timestamps (``ack``) are kept as hints in the algorithm packet, never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Awaitable, Callable
+
+import cv2
+import numpy as np
+
+from . import challenge as challenge_mod
+from .analysis import FrameAnalyzer
+from .challenge import Challenge, Step
+from .liveness.decision import Verdict, decide
+from .liveness.scorer import StreamingScorer
+from .liveness.signals import FrameRecord
+from .offline import BestFrameKeeper
+from .session import OUTCOME, guidance, user_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    fit_timeout_s: float = 10.0      # face-fit must succeed within this
+    fit_stable_s: float = 0.6        # guidance must say ok this long before flashing
+    prepare_s: float = 1.5           # countdown (photosensitivity warning) before the first colour
+    guidance_every_s: float = 0.5    # repeat guidance at most this often
+    n_steps: int | None = None       # challenge length (None: random 6–10)
+    record_video: bool = True
+    max_audit_frames: int = 4
+    video_queue: int = 12            # encoder backlog bound (frames); beyond it frames are skipped
+
+
+class FrameSlot:
+    """A one-frame mailbox: put() replaces an unread frame (counted as dropped)."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._event = asyncio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, item: Any) -> bool:
+        dropped = self._item is not None
+        if dropped:
+            self.dropped += 1
+        self._item = item
+        self._event.set()
+        return dropped
+
+    def close(self) -> None:
+        self.closed = True
+        self._event.set()
+
+    async def get(self) -> Any:
+        while self._item is None:
+            if self.closed:
+                return None
+            self._event.clear()
+            await self._event.wait()
+        item, self._item = self._item, None
+        return item
+
+
+@dataclass
+class Evidence:
+    best_jpeg: bytes | None = None
+    best: dict[str, Any] | None = None
+    audit_jpegs: list[bytes] = field(default_factory=list)
+    packet: dict[str, Any] = field(default_factory=dict)
+    video: bytes | None = None
+    video_type: str = "video/mp4"
+
+
+@dataclass
+class PipelineResult:
+    verdict: Verdict | None
+    outcome: str                     # passed | failed | retry | aborted
+    reason: str | None
+    timings: dict[str, float]
+    counts: dict[str, int]
+    evidence: Evidence
+
+
+class VideoRecorder:
+    """Re-encodes the received frames of the challenge window to H.264/MP4 in the executor.
+
+    aiortc decodes inside its receiver and exposes no encoded frames, so recording without
+    re-encoding is not possible through its public API; the cost is measured by the load
+    benchmark. A bounded backlog keeps a slow encoder from growing memory: beyond it,
+    frames are skipped and counted."""
+
+    def __init__(self, executor: Executor, max_backlog: int) -> None:
+        self.executor = executor
+        self.max_backlog = max_backlog
+        self._out = None
+        self._buf = None
+        self._stream = None
+        self._t0: float | None = None
+        self._pending: deque[asyncio.Future] = deque()
+        self.skipped = 0
+        self.frames = 0
+        self.encode_s = 0.0
+
+    def _open(self, width: int, height: int) -> None:
+        import io
+
+        import av
+
+        self._buf = io.BytesIO()
+        self._out = av.open(self._buf, mode="w", format="mp4")
+        st = self._out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+        st.time_base = Fraction(1, 90000)
+        st.codec_context.time_base = Fraction(1, 90000)
+        st.options = {"preset": "ultrafast", "crf": "26", "tune": "zerolatency"}
+        self._stream = st
+
+    def _encode(self, frame: Any, t: float) -> None:
+        import av
+
+        started = time.thread_time()
+        if self._out is None:
+            self._open(frame.width, frame.height)
+        if self._t0 is None:
+            self._t0 = t
+        f = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
+        out = av.VideoFrame.from_ndarray(f.to_ndarray(), format="yuv420p")
+        out.pts = int(round((t - self._t0) * 90000))
+        out.time_base = Fraction(1, 90000)
+        for pkt in self._stream.encode(out):
+            self._out.mux(pkt)
+        self.frames += 1
+        self.encode_s += time.thread_time() - started
+
+    def add(self, frame: Any, t: float) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.popleft()
+        if len(self._pending) >= self.max_backlog:
+            self.skipped += 1
+            return
+        last = self._pending[-1] if self._pending else None
+        loop = asyncio.get_running_loop()
+
+        async def chained() -> None:
+            if last is not None:
+                await asyncio.shield(last)
+            await loop.run_in_executor(self.executor, self._encode, frame, t)
+
+        self._pending.append(asyncio.ensure_future(chained()))
+
+    async def finish(self) -> bytes | None:
+        for fut in list(self._pending):
+            try:
+                await fut
+            except Exception:
+                log.exception("video encoding failed")
+                return None
+        if self._out is None:
+            return None
+
+        def close() -> bytes:
+            for pkt in self._stream.encode():
+                self._out.mux(pkt)
+            self._out.close()
+            return self._buf.getvalue()
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, close)
+
+
+class LivePipeline:
+    def __init__(self, *, executor: Executor, send: Callable[[dict[str, Any]], None],
+                 on_state: Callable[[str], Awaitable[None]] | None = None,
+                 metrics: Any = None, config: PipelineConfig | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.executor = executor
+        self.send = send
+        self.on_state = on_state
+        self.metrics = metrics
+        self.config = config or PipelineConfig()
+        self.rng = rng                       # None: the OS CSPRNG (tests may seed)
+        self.loop = asyncio.get_running_loop()
+        self.slot = FrameSlot()
+        self.analyzer = FrameAnalyzer()
+        self.state = "connected"
+        self.received = 0
+        self.analysed = 0
+        self.acks: list[dict[str, Any]] = []
+        self.caps: dict[str, Any] = {}
+        self.records: list[FrameRecord] = []
+        self._offset: float | None = None    # server time − frame time (smallest seen)
+        self._origin: float | None = None    # server time of the session clock's zero
+        self._ended = asyncio.Event()
+        self._aborted: str | None = None
+        self._recorder: VideoRecorder | None = None
+        self._record_window: tuple[float, float] | None = None
+        self.timings: dict[str, float] = {}
+        self.latencies: deque[float] = deque(maxlen=2048)
+
+    # --- inputs ------------------------------------------------------------------------
+    def on_message(self, raw: Any) -> None:
+        """A data-channel message from the page (hints only)."""
+        if not isinstance(raw, str) or len(raw) > 4096:
+            return
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        if kind == "ack" and len(self.acks) < 64:
+            self.acks.append({"step": msg.get("step"), "shown_at": msg.get("shown_at"),
+                              "received": round(self.now(), 4)})
+        elif kind == "hello" and isinstance(msg.get("caps"), dict):
+            self.caps = {k: v for k, v in msg["caps"].items() if k in ("screen", "camera", "reduced_motion",
+                                                                        "touch", "lang")}
+        elif kind == "bye":
+            self.abort("applicant_left")
+
+    def abort(self, why: str) -> None:
+        if self._aborted is None:
+            self._aborted = why
+        self.slot.close()
+        self._ended.set()
+
+    def now(self) -> float:
+        """Seconds on the session clock (0 = first frame)."""
+        return self.loop.time() - (self._origin if self._origin is not None else self.loop.time())
+
+    async def _read(self, track: Any) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                arrival = self.loop.time()
+                self.received += 1
+                if self.metrics:
+                    self.metrics.frames_received.inc()
+                ft = float(frame.time) if frame.time is not None else arrival
+                off = arrival - ft
+                if self._offset is None or off < self._offset:
+                    self._offset = off
+                if self._origin is None:
+                    self._origin = ft + self._offset
+                t = ft + self._offset - self._origin
+                if self._recorder is not None and self._record_window is not None:
+                    lo, hi = self._record_window
+                    if lo <= t <= hi:
+                        self._recorder.add(frame, t)
+                if self.slot.put((frame, t, arrival)) and self.metrics:
+                    self.metrics.frames_dropped.inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # MediaStreamError: the track ended
+            self.abort(self._aborted or "track_ended")
+
+    def _analyze(self, frame: Any, t: float) -> tuple[FrameRecord, np.ndarray]:
+        img = frame.to_ndarray(format="bgr24")
+        return self.analyzer.analyze(t, img), img
+
+    async def _set_state(self, state: str) -> None:
+        self.state = state
+        self.timings[state] = round(self.now(), 4)
+        self.send({"type": "state", "state": state})
+        if self.on_state is not None:
+            await self.on_state(state)
+
+    # --- the session ---------------------------------------------------------------------
+    async def run(self, track: Any) -> PipelineResult:
+        reader = asyncio.ensure_future(self._read(track))
+        try:
+            return await self._run()
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _next_record(self, until: float | None = None) -> tuple[FrameRecord, np.ndarray] | None:
+        """Analyse the newest frame (None when the session ended, or no frame came in time)."""
+        get = asyncio.ensure_future(self.slot.get())
+        timeout = None if until is None else max(0.0, until - self.loop.time())
+        done, _ = await asyncio.wait({get}, timeout=timeout)
+        if not done:
+            get.cancel()
+            return None
+        item = get.result()
+        if item is None:
+            return None
+        frame, t, arrival = item
+        rec, img = await self.loop.run_in_executor(self.executor, self._analyze, frame, t)
+        lat = self.loop.time() - arrival
+        self.latencies.append(lat)
+        self.analysed += 1
+        if self.metrics:
+            self.metrics.frames_analysed.inc()
+            self.metrics.analysis_latency.observe(lat)
+        return rec, img
+
+    async def _run(self) -> PipelineResult:
+        cfg = self.config
+        await self._set_state("fitting")
+        fit_deadline = self.loop.time() + cfg.fit_timeout_s
+        ok_since: float | None = None
+        last_code, last_sent = None, -1.0
+        prev: FrameRecord | None = None
+        audit: list[bytes] = []
+        keeper: BestFrameKeeper | None = None
+        while True:
+            got = await self._next_record(until=fit_deadline)
+            if got is None:
+                if self._aborted:
+                    return await self._finish(None, keeper, audit)
+                break
+            rec, img = got
+            code = guidance(rec, prev)
+            prev = rec
+            now = self.loop.time()
+            if code != last_code or now - last_sent >= cfg.guidance_every_s:
+                self.send({"type": "guidance", "code": code})
+                last_code, last_sent = code, now
+            if code == "ok":
+                ok_since = ok_since if ok_since is not None else now
+                if now - ok_since >= cfg.fit_stable_s:
+                    audit.append(await self._jpeg(img))
+                    break
+            else:
+                ok_since = None
+            if now >= fit_deadline:
+                break
+        if ok_since is None or self.loop.time() - ok_since < cfg.fit_stable_s:
+            # never fitted: an honest retry with the last guidance as the reason
+            reason = {"no_face": "no_face", "multiple_faces": "multiple_faces", "too_dark": "too_dark",
+                      "too_bright": "too_bright", "hold_still": "moving_too_much",
+                      "move_closer": "face_too_small", "move_back": "face_too_close"}.get(last_code or "",
+                                                                                        "fit_timeout")
+            verdict = Verdict("retry", 0.0, 0, [reason], None)
+            await self._set_state("done")
+            return await self._finish(verdict, keeper, audit)
+
+        # --- challenge: colours revealed one at a time, each at the moment it starts ---
+        await self._set_state("challenging")
+        secret = challenge_mod.generate(start=0.0, n_steps=cfg.n_steps, rng=self.rng)
+        self.send({"type": "prepare", "in_ms": int(cfg.prepare_s * 1000)})
+        first_at = self.now() + cfg.prepare_s
+        planned_end = first_at + (secret.end - secret.start)
+        scorer_window = StreamingScorer(Challenge(tuple(Step(first_at + s.t, s.duration, s.rgb)
+                                                        for s in secret.steps)))
+        post = scorer_window.config.post_s
+        if cfg.record_video:
+            self._recorder = VideoRecorder(self.executor, cfg.video_queue)
+            self._record_window = (first_at - 0.5, planned_end + post)
+        keeper = BestFrameKeeper(scorer_window.challenge, keep_image=True)
+        sent_steps: list[Step] = []
+        runner = asyncio.ensure_future(self._show(secret, first_at, sent_steps))
+        scorer: StreamingScorer | None = None
+        n = len(secret.steps)
+        last_progress = -1.0
+        audit_times = [first_at + (planned_end - first_at) * f for f in (0.3, 0.75)] + [planned_end + 0.4]
+        try:
+            while True:
+                if runner.done() and scorer is None:
+                    runner.result()
+                    # the challenge as actually shown: the server's send times
+                    scorer = StreamingScorer(Challenge(tuple(sent_steps)))
+                    for r in self.records:
+                        scorer.add(r)
+                    await self._set_state("scoring")
+                close_at = (scorer.challenge.end if scorer else planned_end) + post
+                if self.now() >= close_at and scorer is not None:
+                    break
+                got = await self._next_record(until=self._origin + close_at + 0.05 if self._origin else None)
+                if got is None:
+                    if self._aborted:
+                        return await self._finish(None, keeper, audit)
+                    continue
+                rec, img = got
+                self.records.append(rec)
+                if len(self.records) > 2000:
+                    self.records = self.records[-2000:]
+                if scorer is not None:
+                    scorer.add(rec)
+                keeper.offer(rec, img)
+                if audit_times and rec.t >= audit_times[0] and rec.face is not None \
+                        and len(audit) < cfg.max_audit_frames:
+                    audit_times.pop(0)
+                    audit.append(await self._jpeg(img))
+                progress = round(min(1.0, sum(1 for s in sent_steps if s.end <= rec.t) / n), 3)
+                if progress != last_progress:
+                    self.send({"type": "progress", "value": progress})
+                    last_progress = progress
+        finally:
+            if not runner.done():
+                runner.cancel()
+        started = time.perf_counter()
+        assert scorer is not None
+        verdict = await self.loop.run_in_executor(self.executor, lambda: decide(scorer.features()))
+        self.timings["decide_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        self.timings["verdict_after_window_ms"] = round((self.now() - (scorer.challenge.end + post)) * 1000, 1)
+        await self._set_state("done")
+        self._scored_challenge = scorer.challenge
+        return await self._finish(verdict, keeper, audit)
+
+    async def _show(self, secret: Challenge, first_at: float, sent: list[Step]) -> None:
+        """Send each colour just in time; the schedule follows the server's clock."""
+        for i, step in enumerate(secret.steps):
+            at = first_at + (step.t - secret.start)
+            delay = at - self.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = self.now()
+            self.send({"type": "colour", "step": i, "rgb": list(step.rgb), "duration_ms": int(step.duration * 1000)})
+            if sent:
+                prev = sent[-1]
+                sent[-1] = Step(prev.t, round(t - prev.t, 4), prev.rgb)
+            sent.append(Step(round(t, 4), step.duration, step.rgb))
+        end_at = first_at + (secret.end - secret.start)
+        delay = end_at - self.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        last = sent[-1]
+        sent[-1] = Step(last.t, round(self.now() - last.t, 4), last.rgb)
+        self.send({"type": "rest"})
+
+    async def _jpeg(self, img: np.ndarray) -> bytes:
+        def enc() -> bytes:
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            return buf.tobytes() if ok else b""
+        return await self.loop.run_in_executor(self.executor, enc)
+
+    async def _finish(self, verdict: Verdict | None, keeper: BestFrameKeeper | None,
+                      audit: list[bytes]) -> PipelineResult:
+        ev = Evidence(audit_jpegs=[a for a in audit if a][: self.config.max_audit_frames])
+        if keeper is not None and keeper.image is not None:
+            ev.best_jpeg = await self._jpeg(keeper.image)
+            ev.best = keeper.to_dict()
+        if self._recorder is not None:
+            ev.video = await self._recorder.finish()
+        counts = {"received": self.received, "analysed": self.analysed, "dropped": self.slot.dropped,
+                  "video_frames": self._recorder.frames if self._recorder else 0,
+                  "video_skipped": self._recorder.skipped if self._recorder else 0}
+        if self._recorder is not None and self._recorder.frames:
+            self.timings["video_encode_ms_per_frame"] = round(self._recorder.encode_s * 1000 / self._recorder.frames, 3)
+        if self.latencies:
+            lat = np.array(self.latencies)
+            self.timings["analysis_latency_p50_ms"] = round(float(np.percentile(lat, 50)) * 1000, 2)
+            self.timings["analysis_latency_p95_ms"] = round(float(np.percentile(lat, 95)) * 1000, 2)
+        ch = getattr(self, "_scored_challenge", None)
+        origin_shift = 0.0
+        ev.packet = {
+            "version": 1,
+            "challenge": ch.shifted(origin_shift).to_dict() if ch is not None else None,
+            "acks": self.acks, "caps": self.caps,
+            "records": [r.to_dict() for r in self.records],
+            "features": verdict.features if verdict else {},
+            "quality": verdict.quality if verdict else {},
+            "verdict": verdict.to_dict() if verdict else None,
+            "timings": self.timings, "counts": counts,
+        }
+        if verdict is None:
+            return PipelineResult(None, "aborted", self._aborted, self.timings, counts, ev)
+        outcome = OUTCOME[verdict.verdict]
+        reason = user_reason(verdict.reasons) if verdict.verdict == "retry" else None
+        msg: dict[str, Any] = {"type": "outcome", "result": outcome}
+        if reason:
+            msg["reason"] = reason
+        self.send(msg)
+        return PipelineResult(verdict, outcome, reason, self.timings, counts, ev)

@@ -1,0 +1,88 @@
+"""The session state machine and the face-fit guidance (pure logic, no I/O).
+
+    created → connected → fitting → challenging → scoring → done
+         ↘ expired        ↘ failed (any non-final state: error, hang-up, shutdown)
+
+``done`` carries a verdict (live, spoof or retry); ``failed`` means no verdict could be
+reached (the applicant left, the connection broke, the service shut down).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .liveness.signals import FrameRecord
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "created": frozenset({"connected", "expired", "failed"}),
+    "connected": frozenset({"fitting", "failed"}),
+    "fitting": frozenset({"challenging", "done", "failed"}),
+    "challenging": frozenset({"scoring", "failed"}),
+    "scoring": frozenset({"done", "failed"}),
+    "done": frozenset(),
+    "failed": frozenset(),
+    "expired": frozenset(),
+}
+
+
+class TransitionError(RuntimeError):
+    pass
+
+
+def check_transition(current: str, new: str) -> None:
+    if new not in TRANSITIONS.get(current, frozenset()):
+        raise TransitionError(f"{current} → {new} is not a valid session transition")
+
+
+# user-facing outcome for each verdict; the score never reaches the page
+OUTCOME = {"live": "passed", "spoof": "failed", "retry": "retry"}
+
+# retry reasons the page can explain; everything else is shown as a generic retry
+USER_REASONS = {
+    "no_face", "multiple_faces", "face_lost", "face_out_of_frame", "moving_too_much", "face_too_small",
+    "face_too_close", "too_dark", "too_bright", "too_few_frames", "weak_response", "fit_timeout",
+}
+
+
+def user_reason(reasons: list[str]) -> str:
+    for r in reasons:
+        if r in USER_REASONS:
+            return r
+    return "try_again"
+
+
+@dataclass(frozen=True)
+class FitRules:
+    min_iod_frac: float = 0.07      # eyes closer than this share of the frame width: move closer
+    max_box_frac: float = 0.62      # face box wider than this share of the frame: move back
+    max_centre_off: float = 0.18    # face centre further than this from the frame centre: centre
+    max_step_iod: float = 0.12      # eye movement between analysed frames (IOD units): hold still
+    min_luma: float = 45.0
+    max_clipped: float = 0.08
+
+
+def guidance(rec: FrameRecord, prev: FrameRecord | None, rules: FitRules = FitRules()) -> str:
+    """One guidance code for a fresh frame record (docs/protocol.md)."""
+    if rec.n_faces == 0 or rec.face is None:
+        return "no_face"
+    if rec.n_faces > 1:
+        return "multiple_faces"
+    face = rec.face
+    x, y, w, h = face.box
+    if face.iod < rules.min_iod_frac * rec.width:
+        return "move_closer"
+    if w > rules.max_box_frac * rec.width or rec.background is None:
+        return "move_back"
+    cx, cy = (x + w / 2) / rec.width, (y + h / 2) / rec.height
+    if abs(cx - 0.5) > rules.max_centre_off or abs(cy - 0.5) > rules.max_centre_off + 0.07:
+        return "centre_face"
+    if rec.patches is not None:
+        if rec.luma < rules.min_luma:
+            return "too_dark"
+        if rec.clipped > rules.max_clipped:
+            return "too_bright"
+    if prev is not None and prev.face is not None:
+        step = float(((face.eye_centre - prev.face.eye_centre) ** 2).sum() ** 0.5) / max(face.iod, 1.0)
+        if step > rules.max_step_iod:
+            return "hold_still"
+    return "ok"
