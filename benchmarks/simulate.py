@@ -314,7 +314,8 @@ def ink_densities(v: dict[str, float]) -> np.ndarray:
 
 
 def srgb_encode_lut(n: int = 16384) -> np.ndarray:
-    v = np.linspace(0, 1, n)
+    """sRGB code for linear values in [i, i+1) / (n-1), indexed by floor(v * (n-1))."""
+    v = np.clip((np.arange(n) + 0.5) / (n - 1), 0, 1)
     s = np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1 / 2.4) - 0.055)
     return np.clip(np.round(s * 255), 0, 255).astype(np.uint8)
 
@@ -1325,8 +1326,9 @@ class Session:
             s_obj = self.sig_obj.mean(t0, t1)
             s_bg = s_obj if self.sig_bg is self.sig_obj else self.sig_bg.mean(t0, t1)
             amb = self._ambient_rows(t0, t1)
-            coef_o[:, 0] = amb
-            coef_o[:, 1:4] = s_obj
+            g_ae = 1.0 if G is None else G  # exposure gain folded into the coefficients
+            coef_o[:, 0] = amb * g_ae
+            coef_o[:, 1:4] = s_obj * g_ae
             rad = self._combine(self.obj_maps, coef_o).reshape(Hc, Wc, 4)
             dx, dy, roll = self._obj_motion(t)
             if self.emissive:
@@ -1337,12 +1339,13 @@ class Session:
                 oy = int(round(np.clip(dy * p["moire_gain"], -m, m))) + m
                 cont *= self.moire[oy:oy + Hc, ox:ox + Wc]
                 cont *= self.screen_mask[..., None]
+                cont *= np.float32(g_ae)
                 rad[..., :3] += cont
             obj = cv2.warpAffine(rad, self._affine(dx, dy, roll), (W, H), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT)
             # background layer
             rows = slice(None) if shaken else slice(m, m + H)
-            coef_b = np.concatenate([amb[rows, None], s_bg[rows]], axis=1).astype(np.float32)
+            coef_b = (np.concatenate([amb[rows, None], s_bg[rows]], axis=1) * g_ae).astype(np.float32)
             bg = self._combine(self.bg_maps, coef_b)
             if shaken:
                 sx, sy = self._shake(t)
@@ -1354,7 +1357,7 @@ class Session:
             img += obj[..., :3]
             # whole-frame metering (raw radiance before gain, coarse grid) for the next
             # frame's AE / AWB; the first frame sets the converged exposure and white balance
-            prev_raw = img[::4, ::4].reshape(-1, 3).mean(axis=0).astype(np.float64)[::-1]  # RGB
+            prev_raw = img[::4, ::4].reshape(-1, 3).mean(axis=0).astype(np.float64)[::-1] / g_ae  # RGB
             prev_t = t
             if G is None:
                 wb = (prev_raw[1] / prev_raw) if wb_fixed is None else wb_fixed
@@ -1364,7 +1367,8 @@ class Session:
                 logY0 = math.log(max(Y0, 1e-9))
             self.ae_log.append(G)
             # sensor: exposure gain, shot + read noise, white balance, sRGB, 8 bit
-            img *= np.float32(G)
+            if g_ae != G:  # first frame: the converged exposure was only known now
+                img *= np.float32(G)
             off = int(nrng.integers(0, len(bank) - npx))
             sd = img * np.float32(1.0 / p["full_well_e"])
             sd += np.float32(p["read_noise"] ** 2)
@@ -1373,7 +1377,6 @@ class Session:
             img += sd
             img *= (wb[::-1] / wb[1] * 16383).astype(np.float32)
             np.clip(img, 0, 16383, out=img)
-            img += 0.5
             yield float(t), np.take(SRGB_LUT, img.astype(np.uint16))
 
     def _tint(self, cct: float) -> np.ndarray:
