@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 ATTACKS = ("print", "cutout", "replay", "injected_static", "injected_other", "late")
 SEEDS = {
     # tuning and report seeds never overlap
-    "tune": {"bona_fide": range(0, 300), "attack": range(0, 150)},
+    "tune": {"bona_fide": range(0, 200), "attack": range(0, 80)},
     "report": {"bona_fide": range(100_000, 100_200), "attack": range(100_000, 100_100)},
 }
 DATA = HERE / "data"
