@@ -1,0 +1,74 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from stream_ekyc.liveness.signals import FaceGeometry, FrameRecord
+from stream_ekyc.pipeline import FrameSlot
+from stream_ekyc.session import TransitionError, check_transition, guidance, user_reason
+
+
+def test_slot_keeps_the_newest_frame_and_counts_drops():
+    async def run():
+        slot = FrameSlot()
+        for i in range(5):
+            slot.put(i)
+        assert slot.dropped == 4
+        assert await slot.get() == 4
+        getter = asyncio.ensure_future(slot.get())
+        await asyncio.sleep(0)
+        assert not getter.done()
+        slot.put(7)
+        assert await getter == 7
+        slot.close()
+        assert await slot.get() is None
+    asyncio.run(run())
+
+
+def test_state_machine_allows_only_forward_transitions():
+    path = ["created", "connected", "fitting", "challenging", "scoring", "done"]
+    for a, b in zip(path, path[1:]):
+        check_transition(a, b)
+    check_transition("fitting", "done")          # fit timeout ends with a retry verdict
+    for a, b in [("done", "fitting"), ("created", "challenging"), ("scoring", "challenging"),
+                 ("failed", "done"), ("expired", "connected")]:
+        with pytest.raises(TransitionError):
+            check_transition(a, b)
+
+
+def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, x_shift=0.0):
+    x, y, w, h = box
+    cx = x + w / 2 + x_shift
+    lm = np.array([[cx - iod / 2, y + 90], [cx + iod / 2, y + 90], [cx, y + 140], [cx - 30, y + 180], [cx + 30, y + 180]])
+    r = FrameRecord(t=0.0, width=640, height=480, n_faces=n,
+                    face=FaceGeometry((x + x_shift, y, w, h), lm, 0.9) if n else None)
+    if n:
+        r.patches = np.zeros((30, 3))
+        r.luma, r.clipped = luma, clipped
+    r.background = np.ones(3) if bg else None
+    return r
+
+
+@pytest.mark.parametrize("rec, code", [
+    (_rec(), "ok"),
+    (_rec(n=0), "no_face"),
+    (_rec(n=2), "multiple_faces"),
+    (_rec(iod=30, box=(290, 200, 60, 80)), "move_closer"),
+    (_rec(box=(120, 40, 420, 430), iod=170), "move_back"),
+    (_rec(bg=False), "move_back"),
+    (_rec(x_shift=170), "centre_face"),
+    (_rec(luma=20), "too_dark"),
+    (_rec(clipped=0.3), "too_bright"),
+])
+def test_guidance_codes(rec, code):
+    assert guidance(rec, None) == code
+
+
+def test_hold_still_when_the_face_jumps_between_frames():
+    assert guidance(_rec(x_shift=30), _rec()) == "hold_still"
+    assert guidance(_rec(x_shift=2), _rec()) == "ok"
+
+
+def test_user_reason_never_leaks_internal_codes():
+    assert user_reason(["no_face"]) == "no_face"
+    assert user_reason(["unmeasurable"]) == "try_again"
