@@ -1,0 +1,112 @@
+"""What the cameras of the end-to-end tests look at: a face photo framed like a selfie, a plain
+wall, and a Y4M video of the same face under fixed light (for Chromium's file-backed fake
+camera). Everything is made here from scikit-image's bundled ``astronaut()`` photo; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+W, H = 640, 480
+# YuNet's box of the astronaut's face in the 512×512 photo (x, y, w, h), measured once with
+# stream_ekyc.vision.detector at input width 512 (score 0.93)
+ASTRONAUT_FACE = (178.2, 62.9, 89.9, 113.3)
+FACE_WIDTH_SHARE = 0.39      # of the frame's width once framed (brief: ~35–45 %)
+FACE_CENTRE_Y = 230.0        # a little above the frame's centre, as people hold a phone
+
+
+@dataclass(frozen=True)
+class Framed:
+    bgr: np.ndarray                        # 640×480 BGR, uint8
+    face: tuple[float, float, float, float]  # face box centre and size in frame pixels: cx, cy, w, h
+
+
+def framed_face() -> Framed:
+    """The astronaut photo cropped around the face and enlarged so that the face's box is
+    ``FACE_WIDTH_SHARE`` of the frame's width."""
+    from skimage import data
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    fx, fy, fw, fh = ASTRONAUT_FACE
+    s = FACE_WIDTH_SHARE * W / fw
+    cx, cy = fx + fw / 2, fy + fh / 2
+    # frame = s · (photo − (cx, cy)) + (W/2, FACE_CENTRE_Y)
+    m = np.array([[s, 0.0, W / 2 - s * cx], [0.0, s, FACE_CENTRE_Y - s * cy]])
+    x0, y0 = -m[0, 2] / s, -m[1, 2] / s
+    assert x0 >= 0 and y0 >= 0 and x0 + W / s <= photo.shape[1] and y0 + H / s <= photo.shape[0], \
+        "the crop must stay inside the photo"
+    bgr = cv2.warpAffine(photo, m, (W, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    return Framed(bgr, (W / 2, FACE_CENTRE_Y, fw * s, fh * s))
+
+
+def wall() -> np.ndarray:
+    """A plain, slightly uneven grey wall (no face anywhere)."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    level = 150 + 12 * (x / W) - 8 * (y / H)
+    rng = np.random.default_rng(3)
+    img = np.clip(level[..., None] + rng.normal(0, 2.0, (H, W, 1)), 0, 255)
+    return np.repeat(img, 3, axis=2).astype(np.uint8)
+
+
+def png_data_url(bgr: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", bgr)
+    assert ok
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def write_png(path: Path, bgr: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), bgr)
+    return path
+
+
+# --- the replay: the same face under fixed light, as a Y4M file -----------------------------
+
+def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+def lit_under_neutral_screen(framed: Framed, ambient: float = 0.55, k: float = 0.6,
+                             screen: int = 40, background: float = 0.05) -> np.ndarray:
+    """The face as the page's synthetic camera would see it while the page shows its neutral
+    grey: the same light model (linear albedo · (ambient + k·g(x)·screen)), float BGR 0..255."""
+    albedo = _srgb_to_linear(framed.bgr.astype(np.float64) / 255.0)
+    cx, cy, fw, fh = framed.face
+    rx, ry = 0.6 * fw, 0.6 * fh
+    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
+    d = ((x + 0.5 - cx) / rx) ** 2 + ((y + 0.5 - cy) / ry) ** 2
+    f = np.where(d < 1, 0.2 + 0.8 * np.sqrt(np.clip(1 - d, 0, 1)), 0.2 * np.exp(-(np.sqrt(d) - 1) / 0.15))
+    g = background + (1 - background) * f
+    light = ambient + k * g * float(_srgb_to_linear(np.array(screen / 255.0)))
+    return _linear_to_srgb(albedo * light[..., None]) * 255.0
+
+
+def write_replay_y4m(path: Path, framed: Framed, seconds: float = 4.0, fps: int = 30,
+                     noise: float = 1.5, sway_px: float = 1.5, seed: int = 7) -> Path:
+    """A YUV4MPEG2 file (640×480, ``fps``, 4:2:0) of the face under fixed light, with sensor
+    noise and a slight sway of the head (sub-pixel to ``sway_px``)."""
+    base = lit_under_neutral_screen(framed)
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fps))
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{W} H{H} F{fps}:1 Ip A1:1 C420\n".encode("ascii"))
+        for i in range(n):
+            phase = 2 * np.pi * i / n          # one slow sway per loop: the loop joins smoothly
+            dx, dy = sway_px * np.sin(phase), 0.5 * sway_px * np.sin(2 * phase)
+            m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+            img = cv2.warpAffine(base.astype(np.float32), m, (W, H), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT)
+            img = np.clip(img + rng.normal(0.0, noise, img.shape), 0, 255).astype(np.uint8)
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path

@@ -1,0 +1,284 @@
+"""The product as an applicant meets it: the real page in a real headless Chromium, talking to
+the real server (``stream-ekyc serve --demo``) over WebRTC on 127.0.0.1.
+
+1. a responsive camera (the page's synthetic camera: a face photo lit, multiplicatively, by
+   the colour on screen, with 3-D shading and a far background) → ``passed``;
+2. Chromium's fake camera playing a fixed video of the same face → never ``passed``; issue 3
+   asks for ``failed``, the engine answers ``retry``/``weak_response`` (marked xfail below);
+3. an empty scene → ``retry`` with ``no_face``.
+
+Screenshots of every state each run passes through go to ``test-results/e2e/``, with the
+server's stored result (verdict, reasons, features) of each run as JSON beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import scenes
+from .conftest import CHROMIUM, RESULTS, Server, launch_chromium
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing (scripts/test installs Debian's chromium package)"),
+]
+
+EXPOSURE = 0.8    # the synthetic camera's exposure, relative to the hook's default light levels
+FLOW = ["consent", "fitting", "prepare", "colour", "scoring", "outcome"]
+
+
+class Run:
+    """One applicant's visit: a page, its screenshots and what the server recorded."""
+
+    def __init__(self, browser: Any, server: Server, scenario: str) -> None:
+        self.server = server
+        self.scenario = scenario
+        self.context = browser.new_context(viewport={"width": 1280, "height": 720})
+        self.page = self.context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        self.shots: list[str] = []
+        self.sid: str | None = None
+        for old in RESULTS.glob(f"{scenario}-*"):
+            old.unlink()
+
+    def open(self) -> None:
+        self.page.goto(self.server.page_url)
+        self.wait_state("consent")
+
+    def wait_state(self, state: str, timeout_ms: float = 30000) -> None:
+        self.page.wait_for_function("s => window.__ekycTest && window.__ekycTest.states.includes(s)",
+                                    arg=state, timeout=timeout_ms)
+
+    def shoot_when(self, state: str, timeout_ms: float = 30000) -> bool:
+        """Screenshot the page while it shows ``state`` (with guidance text, for fitting).
+        False if the page went past the state before it could be caught."""
+        self.page.wait_for_function(
+            """s => {
+                const T = window.__ekycTest;
+                const now = document.documentElement.dataset.state;
+                if (now === s) {
+                  return s !== "fitting" || document.getElementById("guidance").textContent.trim() !== "";
+                }
+                return T.states.includes(s) && T.states.indexOf(now) > T.states.lastIndexOf(s);
+            }""", arg=state, timeout=timeout_ms, polling="raf")
+        path = RESULTS / f"{self.scenario}-{state}.png"
+        self.page.screenshot(path=str(path), full_page=state == "consent")
+        caught = self.page.evaluate("() => document.documentElement.dataset.state") == state
+        if caught:
+            self.shots.append(state)
+        else:
+            path.unlink(missing_ok=True)
+        return caught
+
+    def start(self) -> None:
+        """Tick both boxes and press Start through the hook; remember the demo session."""
+        with self.page.expect_response(lambda r: r.url.endswith("/demo/session")) as resp:
+            assert self.page.evaluate("() => window.__ekycTest.consentAndStart()") is True
+        assert resp.value.ok, resp.value.text()
+        self.sid = resp.value.json()["session_id"]
+
+    def follow(self, states: list[str]) -> dict[str, Any]:
+        """Screenshot each state in turn, then return the outcome shown on the page."""
+        for state in states:
+            self.shoot_when(state, timeout_ms=45000)
+        outcome = self.page.evaluate("() => window.__ekycTest.waitForOutcome(60000)")
+        if "outcome" not in self.shots:
+            self.shoot_when("outcome")
+        return outcome
+
+    def hook(self, expr: str) -> Any:
+        return self.page.evaluate(f"() => window.__ekycTest.{expr}")
+
+    def stored(self) -> dict[str, Any]:
+        """What the server recorded for this session, written beside the screenshots."""
+        assert self.sid
+        record = self.server.session(self.sid)
+        packet = self.server.packet(self.sid) or {}
+        out = {"scenario": self.scenario, "state": record["state"], "events": record["events"],
+               "result": record["result"], "features": packet.get("features"),
+               "quality": packet.get("quality"), "packet_verdict": packet.get("verdict"),
+               "caps": packet.get("caps"), "acks_stored": len(packet.get("acks") or []),
+               "page_sent": [m["msg"] for m in self.hook("sent")], "page_states": self.hook("states"),
+               "screenshots": self.shots, "console": self.console[-20:]}
+        (RESULTS / f"{self.scenario}-result.json").write_text(json.dumps(out, indent=2))
+        print(f"\n[{self.scenario}] {json.dumps({k: out[k] for k in ('state', 'result', 'quality', 'features')})}")
+        return out
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _summary(stored: dict[str, Any]) -> str:
+    res = stored.get("result") or {}
+    return json.dumps({"verdict": res.get("verdict"), "reasons": res.get("reasons"), "score": res.get("score"),
+                       "counts": res.get("counts"), "features": stored.get("features"),
+                       "quality": stored.get("quality")}, indent=1)
+
+
+def _messages(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """The data-channel traffic as the page saw it."""
+    return {"received": [m["msg"] for m in run.hook("received")],
+            "sent": [m["msg"] for m in run.hook("sent")], "acks": run.hook("acks")}
+
+
+def _colour_protocol_checks(msgs: dict[str, list[dict[str, Any]]]) -> None:
+    """Each colour came on its own, in order, and the page acknowledged each as painted."""
+    received = msgs["received"]
+    colours = [m for m in received if m["type"] == "colour"]
+    assert 6 <= len(colours) <= 10, received
+    assert [m["step"] for m in colours] == list(range(len(colours)))
+    acks = msgs["acks"]
+    assert [a["step"] for a in acks] == [m["step"] for m in colours]
+    assert [a["rgb"] for a in acks] == [m["rgb"] for m in colours]
+    outcome_msgs = [m for m in received if m["type"] == "outcome"]
+    assert len(outcome_msgs) == 1 and "score" not in outcome_msgs[0]
+    assert msgs["sent"][0]["type"] == "hello"
+
+
+def _consent_screen_checks(run: Run) -> None:
+    """The notice, the flashing-light warning and both boxes are there; Start waits for both."""
+    page = run.page
+    notice = page.locator("#view-consent .notice")
+    assert notice.is_visible()
+    text = notice.inner_text()
+    assert len(text) > 200, text
+    assert "2 hours" in page.locator("#notice-keep").inner_text()
+    assert page.locator("#flash-warning-title").is_visible()
+    privacy, age, start = page.locator("#consent-privacy"), page.locator("#consent-age"), page.locator("#start")
+    assert privacy.is_visible() and age.is_visible()
+    assert page.locator("label[for=consent-privacy]").inner_text().strip()
+    assert "18" in page.locator("#consent-age-label").inner_text()
+    assert not privacy.is_checked() and not age.is_checked()
+    assert start.is_disabled()
+    privacy.check()
+    assert start.is_disabled()
+    privacy.uncheck()
+    age.check()
+    assert start.is_disabled()
+    privacy.check()
+    assert start.is_enabled()
+    assert run.hook("states") == ["loading", "consent"]     # the camera was not touched
+
+
+def test_a_responsive_face_passes(server: Server, launch, tmp_path: Path) -> None:
+    face = scenes.framed_face()
+    png = scenes.write_png(tmp_path / "face.png", face.bgr)   # outside the server's data dir
+    cx, cy, w, h = face.face
+    run = Run(launch(), server, "live")
+    try:
+        run.open()
+        # the hook's light model unchanged (ambient 0.55, screen 0.6 at the face centre, far
+        # background 5 %), seen with 0.8× the exposure: the astronaut's studio-lit skin is
+        # bright, and at full exposure a white step saturates ~20 % of the face after the
+        # VP8 round trip (the engine then answers retry/too_bright)
+        light = {"ambient": 0.55 * EXPOSURE, "k": 0.6 * EXPOSURE}
+        info = run.page.evaluate(
+            "([img, opts]) => window.__ekycTest.useSyntheticCamera(img, opts)",
+            [scenes.png_data_url(face.bgr),
+             {"mode": "live", "units": "frame", "face": {"cx": cx, "cy": cy, "w": w, "h": h}, **light}])
+        assert png.exists() and info["mode"] == "live" and (info["width"], info["height"]) == (640, 480)
+        run.shoot_when("consent")
+        _consent_screen_checks(run)
+        run.start()
+        outcome = run.follow(FLOW[1:])
+        stored = run.stored()
+        assert outcome == {"result": "passed", "reason": None}, _summary(stored)
+        assert stored["state"] == "done"
+        assert stored["result"]["verdict"] == "live", _summary(stored)
+        assert stored["events"][:6] == ["created", "connected", "fitting", "challenging", "scoring", "done"]
+        _colour_protocol_checks(_messages(run))
+        assert run.shots == FLOW, run.shots
+        assert run.hook("error") is None
+        assert "Check complete" in run.page.locator("#view-message").inner_text()   # strings.js: passed_heading
+    finally:
+        run.close()
+
+
+@pytest.fixture(scope="module")
+def replay(server: Server, playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run with Chromium's fake camera playing a fixed Y4M video of the same face (no
+    synthetic camera): what the page showed and what the server stored."""
+    y4m = scenes.write_replay_y4m(tmp_path_factory.mktemp("replay") / "replay.y4m", scenes.framed_face())
+    browser = launch_chromium(playwright_driver, f"--use-file-for-fake-video-capture={y4m}")
+    run = Run(browser, server, "replay")
+    try:
+        run.open()
+        run.shoot_when("consent")
+        run.start()
+        outcome = run.follow(FLOW[1:])
+        stored = run.stored()
+        return {"outcome": outcome, "stored": stored, "messages": _messages(run), "shots": list(run.shots)}
+    finally:
+        run.close()
+        browser.close()
+
+
+def test_a_replayed_video_of_the_face_never_passes(replay: dict[str, Any]) -> None:
+    stored, outcome = replay["stored"], replay["outcome"]
+    # the page's camera was Chromium's file-backed fake device, at the file's size
+    hello = replay["messages"]["sent"][0]
+    assert hello["type"] == "hello" and (hello["caps"]["camera"]["w"], hello["caps"]["camera"]["h"]) == (640, 480)
+    _colour_protocol_checks(replay["messages"])
+    assert stored["state"] == "done"
+    assert stored["events"][:6] == ["created", "connected", "fitting", "challenging", "scoring", "done"]
+    assert replay["shots"] == FLOW, replay["shots"]
+    assert outcome["result"] != "passed" and stored["result"]["verdict"] != "live", _summary(stored)
+    # the page shows what the server decided, and nothing but a refusal or a retry
+    expected = {"spoof": "failed", "retry": "retry"}[stored["result"]["verdict"]]
+    assert outcome["result"] == expected, _summary(stored)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the engine answers retry/weak_response to a feed that ignores the screen: the replay's "
+    "relative response (rel_skin) is ~0 (within ±0.01), under DecisionConfig.min_rel_response "
+    "(0.04), and decide() makes any weak response a retry before the spoof model runs; "
+    "issue 3 expects 'failed' for a replay"))
+def test_a_replayed_video_of_the_face_fails(replay: dict[str, Any]) -> None:
+    # a fixed video cannot answer this session's colours
+    assert replay["outcome"] == {"result": "failed", "reason": None}, _summary(replay["stored"])
+    assert replay["stored"]["result"]["verdict"] == "spoof"
+
+
+def test_an_empty_scene_asks_to_retry_with_no_face(server: Server, launch) -> None:
+    run = Run(launch(), server, "empty")
+    try:
+        run.open()
+        run.page.evaluate("img => window.__ekycTest.useSyntheticCamera(img, {mode: 'live'})",
+                          scenes.png_data_url(scenes.wall()))
+        run.shoot_when("consent")
+        run.start()
+        outcome = run.follow(["fitting", "outcome"])   # the server gives up after its 10 s face fit
+        stored = run.stored()
+        assert outcome == {"result": "retry", "reason": "no_face"}, _summary(stored)
+        assert stored["result"]["verdict"] == "retry" and stored["result"]["reasons"] == ["no_face"]
+        assert "challenging" not in stored["events"]
+        received = [m["msg"] for m in run.hook("received")]
+        assert {m["code"] for m in received if m["type"] == "guidance"} == {"no_face"}
+        assert not [m for m in received if m["type"] in ("prepare", "colour")]
+        shown = run.page.locator("#view-message").inner_text()
+        assert "couldn't see your face" in shown, shown     # strings.js: reason_no_face
+        assert run.page.get_by_role("button", name="Try again").is_visible()
+        assert run.shots == ["consent", "fitting", "outcome"], run.shots
+    finally:
+        run.close()
+
+
+# not strict: on a machine whose only interface is loopback, Chromium has nothing else to try
+@pytest.mark.xfail(strict=False, reason=(
+    "Chromium also sends ICE checks from its non-loopback host addresses to the server's "
+    "127.0.0.1 candidate; aioice answers them, learns a peer-reflexive candidate and follows "
+    "Chromium's renomination (cheaper network) to it, so the server sends to this machine's "
+    "other address; loopback-only mode must also ignore STUN requests from non-loopback sources"))
+def test_ice_stayed_on_loopback(server: Server) -> None:
+    """Runs after the scenarios above: nothing in this server's life used another address."""
+    log = server.log_path.read_text(errors="replace")
+    if "ICE completed" not in log:
+        pytest.skip("no WebRTC session ran on this server (run the whole module)")
+    assert "peer reflexive candidate" not in log
