@@ -46,10 +46,25 @@ def loopback_only_sdp(sdp: str) -> str:
 
 
 def restrict_ice_to_loopback() -> None:
-    """Make aioice offer only 127.0.0.1 as a host candidate (process-wide; dev/test only)."""
+    """Keep ICE on loopback (process-wide; development and tests only): aioice offers only
+    127.0.0.1, and ignores connectivity checks from any other source address — otherwise a
+    browser that also has other interfaces would make aioice learn a peer-reflexive
+    candidate there and move the media to it."""
     import aioice.ice
 
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    conn = aioice.ice.Connection
+    if getattr(conn.request_received, "_loopback_only", False):
+        return
+    original = conn.request_received
+
+    def request_received(self, message, addr, protocol):  # type: ignore[no-untyped-def]
+        if addr[0] not in _LOOPBACK:
+            return
+        return original(self, message, addr, protocol)
+
+    request_received._loopback_only = True  # type: ignore[attr-defined]
+    conn.request_received = request_received  # type: ignore[method-assign]
 
 
 class LiveSessions:
@@ -96,6 +111,10 @@ class LiveSessions:
         def on_channel(channel: Any) -> None:
             if channel.label == "ekyc" and "channel" not in parts:
                 parts["channel"] = channel
+                early: list[Any] = []
+                parts["early"] = early
+                # keep what the page says before the pipeline exists (its hello comes first)
+                channel.on("message", lambda m: early.append(m) if len(early) < 16 else None)
                 maybe_ready()
 
         try:
@@ -108,10 +127,11 @@ class LiveSessions:
             await pc.close()
             raise ValueError(f"malformed SDP offer: {type(e).__name__}") from None
         self._pcs[sid] = pc
-        self._tasks[sid] = asyncio.ensure_future(self._session(sid, pc, ready))
+        self._tasks[sid] = asyncio.ensure_future(self._session(sid, pc, ready, parts))
         return pc.localDescription.sdp, pc.localDescription.type
 
-    async def _session(self, sid: str, pc: RTCPeerConnection, ready: asyncio.Future) -> None:
+    async def _session(self, sid: str, pc: RTCPeerConnection, ready: asyncio.Future,
+                       parts: dict[str, Any]) -> None:
         app = self.app
         result: PipelineResult | None = None
         try:
@@ -134,6 +154,9 @@ class LiveSessions:
             pipeline = LivePipeline(executor=app[EXECUTOR], send=send, on_state=on_state,
                                     metrics=app[METRICS], config=self.pipeline_config)
             self._pipelines[sid] = pipeline
+            channel.remove_all_listeners("message")
+            for m in parts.get("early", []):
+                pipeline.on_message(m)
             channel.on("message", pipeline.on_message)
             channel.on("close", lambda: pipeline.abort("channel_closed"))
 

@@ -133,6 +133,11 @@ async def test_a_replayed_face_fails_and_the_session_keeps_its_evidence(live_set
         sid = res["session"]["session_id"]
         kinds = {o["kind"] for o in await h.app[RECORDS].media_objects(sid)}
         assert {"best_frame", "packet", "video"} <= kinds
+        packet_key = next(o["key"] for o in await h.app[RECORDS].media_objects(sid) if o["kind"] == "packet")
+        packet = json.loads(await h.app[MEDIA].get(packet_key))
+        assert packet["caps"] == {"screen": {"w": 1280, "h": 800}}      # the page's hello is kept
+        assert len(packet["acks"]) == len(colours)
+        assert packet["challenge"]["steps"] and len(packet["records"]) > 20
         r = await h.client.get(f"/v1/sessions/{sid}/best-frame", headers=auth(key))
         assert r.status == 200 and r.content_type == "image/jpeg"
         assert (await r.read())[:2] == b"\xff\xd8"
