@@ -63,6 +63,7 @@ class DecisionConfig:
     max_clipped: float = 0.12
     min_rel_response: float = 0.04   # response to white / ambient below this: too weak to judge
     min_f_stat: float = 4.0
+    max_null_response: float = 0.012  # below this relative response the face ignores the screen
     late_margin: float = 0.15
 
 
@@ -175,8 +176,13 @@ def decide(feats: Features, cfg: DecisionConfig | None = None, cal: Calibration 
             and v.get("rel_best", 0.0) >= cfg.min_rel_response):
         return out("spoof", 0.0, ["late_response"])
     if v["f_stat"] < cfg.min_f_stat or not (v.get("rel_skin", 0.0) >= cfg.min_rel_response):
-        # nothing answered the colours strongly enough to judge either way (bright
-        # daylight, a face far from the screen, or a feed that ignores the screen)
+        # A real face in front of a lit screen always reflects *some* of it. A response
+        # that is there but weak (bright daylight, face far from the screen) is an honest
+        # retry; a well-exposed face with no measurable response at all ignores the screen:
+        # a replayed or injected video.
+        rel = max(v.get("rel_skin", 0.0), v.get("rel_ratio", 0.0))
+        if rel < cfg.max_null_response:
+            return out("spoof", 0.0, ["no_response_to_colours"])
         return out("retry", 0.0, ["weak_response"])
     phi = transform(v)
     if phi is None:

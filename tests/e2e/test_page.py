@@ -3,8 +3,8 @@ the real server (``stream-ekyc serve --demo``) over WebRTC on 127.0.0.1.
 
 1. a responsive camera (the page's synthetic camera: a face photo lit, multiplicatively, by
    the colour on screen, with 3-D shading and a far background) → ``passed``;
-2. Chromium's fake camera playing a fixed video of the same face → never ``passed``; issue 3
-   asks for ``failed``, the engine answers ``retry``/``weak_response`` (marked xfail below);
+2. Chromium's fake camera playing a fixed video of the same face → ``failed`` (the face
+   ignores this session's colours);
 3. an empty scene → ``retry`` with ``no_face``.
 
 Screenshots of every state each run passes through go to ``test-results/e2e/``, with the
@@ -235,11 +235,6 @@ def test_a_replayed_video_of_the_face_never_passes(replay: dict[str, Any]) -> No
     assert outcome["result"] == expected, _summary(stored)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the engine answers retry/weak_response to a feed that ignores the screen: the replay's "
-    "relative response (rel_skin) is ~0 (within ±0.01), under DecisionConfig.min_rel_response "
-    "(0.04), and decide() makes any weak response a retry before the spoof model runs; "
-    "issue 3 expects 'failed' for a replay"))
 def test_a_replayed_video_of_the_face_fails(replay: dict[str, Any]) -> None:
     # a fixed video cannot answer this session's colours
     assert replay["outcome"] == {"result": "failed", "reason": None}, _summary(replay["stored"])
@@ -270,12 +265,6 @@ def test_an_empty_scene_asks_to_retry_with_no_face(server: Server, launch) -> No
         run.close()
 
 
-# not strict: on a machine whose only interface is loopback, Chromium has nothing else to try
-@pytest.mark.xfail(strict=False, reason=(
-    "Chromium also sends ICE checks from its non-loopback host addresses to the server's "
-    "127.0.0.1 candidate; aioice answers them, learns a peer-reflexive candidate and follows "
-    "Chromium's renomination (cheaper network) to it, so the server sends to this machine's "
-    "other address; loopback-only mode must also ignore STUN requests from non-loopback sources"))
 def test_ice_stayed_on_loopback(server: Server) -> None:
     """Runs after the scenarios above: nothing in this server's life used another address."""
     log = server.log_path.read_text(errors="replace")

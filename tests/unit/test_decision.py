@@ -24,7 +24,7 @@ def test_a_clean_responsive_face_is_judged_on_its_evidence():
     (dict(luma=20.0, crushed=0.5), "too_dark"),
     (dict(clipped=0.4), "too_bright"),
     (dict(fps=3.0), "too_few_frames"),
-    (dict(response=0.01, bg_response=0.0003), "weak_response"),
+    (dict(response=0.025, bg_response=0.0003), "weak_response"),
 ])
 def test_each_retry_condition(kwargs, reason):
     ch, recs = make_records(**kwargs)
@@ -83,3 +83,9 @@ def test_retry_thresholds_are_configurable():
         sc.add(r)
     assert "too_dark" not in decide(sc.features()).reasons
     assert "too_dark" in decide(sc.features(), cfg=DecisionConfig(min_luma=60.0)).reasons
+
+
+def test_a_well_exposed_face_that_ignores_the_screen_is_spoof():
+    ch, recs = make_records(response=0.0, bg_response=0.0)
+    v = score(ch, recs)
+    assert v.verdict == "spoof" and v.reasons == ["no_response_to_colours"]
