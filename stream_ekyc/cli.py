@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port to listen on (default 8080)")
     sv.add_argument("--demo", action="store_true", help="demo mode: a built-in app and the page at /")
+    sv.add_argument("--decode-only", action="store_true",
+                    help="benchmark baseline: receive and decode every frame, no analysis, no verdict")
+
+    b = sub.add_parser("bench", help="run a benchmark of the repository's benchmarks/ folder")
+    bsub = b.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    bsub.add_parser("load", add_help=False,
+                    help="load and capacity benchmark; options: stream-ekyc bench load --help")
 
     a = sub.add_parser("apps", help="manage the relying parties' AppIDs and API keys")
     asub = a.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -100,7 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .stores.redact import install_log_redaction
 
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, demo=True if args.demo else None)
+        settings = Settings.from_env(host=args.host, port=args.port, demo=True if args.demo else None,
+                                     decode_only=True if args.decode_only else None)
         records_from_url(settings.records_url)
         media_from_url(settings.media_url)
     except ConfigError as e:
@@ -160,7 +168,29 @@ def cmd_apps(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = {"load": "load.py"}
+
+
+def cmd_bench(name: str, rest: Sequence[str]) -> int:
+    """Run ``benchmarks/<name>.py`` of the repository (not part of the installed package)
+    with the remaining arguments, in this interpreter."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / BENCHMARKS[name]
+    if not script.is_file():
+        return _fail(f"{script} not found: run from a checkout of the repository (benchmarks/ is not installed)")
+    try:
+        return subprocess.call([sys.executable, str(script), *rest])
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHMARKS:
+        # the benchmark parses its own options (stream-ekyc bench load --help)
+        return cmd_bench(argv[1], argv[2:])
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:

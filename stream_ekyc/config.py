@@ -47,6 +47,7 @@ class Settings:
     analysis_threads: int = 2       # the shared CPU executor's size
     demo: bool = False
     ice_loopback_only: bool = False  # dev/test only: gather loopback candidates only
+    decode_only: bool = False       # benchmark baseline: receive and decode frames, nothing else
     ice_servers: tuple[dict[str, Any], ...] = ()
     min_age: int = 18
     operator: str = "the operator of this service"
@@ -243,6 +244,7 @@ _PARSERS: dict[str, Any] = {
     "analysis_threads": lambda l, v: _int(l, v, 1, 256),
     "demo": _bool,
     "ice_loopback_only": _bool,
+    "decode_only": _bool,
     "ice_servers": _ice_servers,
     "min_age": lambda l, v: _int(l, v, 1, 120),
     "operator": lambda l, v: _str(l, v, max_len=200),

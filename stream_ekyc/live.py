@@ -141,6 +141,9 @@ class LiveSessions:
                 await set_state(app, sid, "failed", expected=("created",), detail="no_media")
                 return
             await set_state(app, sid, "connected", expected=("created",))
+            if self.settings.decode_only:
+                await self._decode_only(sid, pc, track, channel)
+                return
 
             def send(msg: dict[str, Any]) -> None:
                 if channel.readyState == "open":
@@ -180,6 +183,46 @@ class LiveSessions:
             self._tasks.pop(sid, None)
             self._pcs.pop(sid, None)
             await pc.close()
+
+    # --- benchmark baseline (STREAM_EKYC_DECODE_ONLY / serve --decode-only) -------------------
+    async def _decode_only(self, sid: str, pc: RTCPeerConnection, track: Any, channel: Any,
+                           max_s: float = 300.0) -> None:
+        """Receive and decode every frame and discard it: no analysis, no colours, no verdict.
+        The load benchmark's floor for the cost of a stream. Ends when the peer hangs up; the
+        session is recorded as ``failed`` (detail ``decode_only``) with the frame counts."""
+        loop = asyncio.get_running_loop()
+        metrics = self.app[METRICS]
+        ended = asyncio.Event()
+        channel.on("close", ended.set)
+
+        @pc.on("connectionstatechange")
+        async def on_conn() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                ended.set()
+
+        async def consume() -> int:
+            n = 0
+            try:
+                while True:
+                    await track.recv()
+                    n += 1
+                    metrics.frames_received.inc()
+            except asyncio.CancelledError:
+                return n
+            except Exception:   # MediaStreamError: the track ended
+                return n
+
+        started = loop.time()
+        reader = asyncio.ensure_future(consume())
+        waiter = asyncio.ensure_future(ended.wait())
+        await asyncio.wait({reader, waiter}, timeout=max_s, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        reader.cancel()
+        received = await reader
+        result = {"decode_only": True, "verdict": None,
+                  "counts": {"received": received, "analysed": 0, "dropped": 0},
+                  "timings": {"stream_s": round(loop.time() - started, 3)}}
+        await set_state(self.app, sid, "failed", expected=("connected",), detail="decode_only", result=result)
 
     async def _store(self, sid: str, result: PipelineResult) -> None:
         app, s = self.app, self.settings
