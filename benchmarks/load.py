@@ -1,0 +1,882 @@
+"""Load and capacity benchmark: many concurrent WebRTC sessions against one server process,
+and the cost per stream against a decode-only baseline of the same server.
+
+    python benchmarks/load.py                     # full sweep + decode-only + leak check
+    python benchmarks/load.py --levels 1,2 --rounds 1 --no-leak --no-baseline   # quick look
+    stream-ekyc bench load [same options]
+
+What it does:
+1. Renders (once, cached under benchmarks/data/load_assets/) a small pool of simulated
+   bona fide faces lit by each palette colour, pre-encoded to VP8 (``load_client.py``).
+2. Starts ``stream-ekyc serve --demo`` as its own process (embedded defaults, a temporary
+   data dir, ICE on 127.0.0.1 only, a free port on 127.0.0.1).
+3. For each N in the sweep: N synthetic applicants, spread over a few client processes,
+   each running ``--rounds`` sessions back to back (a configurable share are attacks).
+   Measures the server process's CPU seconds (``/proc/<pid>/stat``) per stream-second,
+   frames received / analysed / dropped (stored session results), per-frame analysis
+   latency and event-loop lag (``/metrics`` histograms), verdict latency after the
+   challenge window (result timings), verdict correctness, missed deadlines, peak RSS.
+   The sweep goes up until a session misses its deadline or the drop share exceeds 10 %
+   (always through N=8, the service's target).
+4. The same load against the decode-only server (``serve --decode-only``): the ratio of
+   CPU per stream-second, pipeline / decode-only.
+5. Leak check: 200 consecutive sessions, 4 at a time, RSS sampled; slope in MB per 100.
+6. Writes benchmarks/results/load.json and load.png; prints a one-screen summary.
+
+Every socket is on 127.0.0.1: the server listens there, its ICE is loopback-only, and the
+clients gather loopback candidates only with no STUN server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+RESULTS = HERE / "results"
+ASSET_DIR = HERE / "data" / "load_assets"
+ASSET_VERSION = 2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEADLINE_OUTCOME_S = 20.0        # outcome within this long of the answer
+DEADLINE_VERDICT_MS = 500.0      # verdict within this long of the challenge window's end
+MAX_DROP_SHARE = 0.10
+
+
+class BenchError(Exception):
+    """A setup problem: reported as one line, exit status 2."""
+
+
+# ======================================================================================
+# Server process
+# ======================================================================================
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Server:
+    def __init__(self, work: Path, *, decode_only: bool, max_sessions: int, threads: int | None,
+                 profile_to: Path | None = None) -> None:
+        self.data_dir = work / ("data-decode" if decode_only else "data-pipeline") / str(time.monotonic_ns())
+        self.data_dir.mkdir(parents=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update({"STREAM_EKYC_DATA_DIR": str(self.data_dir), "STREAM_EKYC_ICE_LOOPBACK_ONLY": "1",
+                    "STREAM_EKYC_MAX_SESSIONS": str(max_sessions), "STREAM_EKYC_LOG_LEVEL": "WARNING",
+                    "STREAM_EKYC_DECODE_ONLY": "1" if decode_only else "0", "PYTHONUNBUFFERED": "1"})
+        if threads:
+            env["STREAM_EKYC_ANALYSIS_THREADS"] = str(threads)
+        cmd = [sys.executable, "-m", "stream_ekyc.cli", "serve", "--demo", "--host", "127.0.0.1",
+               "--port", str(self.port)]
+        self.profile_to = profile_to
+        if profile_to is not None:
+            spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+            if spy is None:
+                raise BenchError("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
+            cmd = [spy, "record", "--format", "raw", "--rate", "100", "--nonblocking", "-o", str(profile_to),
+                   "--"] + cmd
+        self.log = (self.data_dir / "server.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the server exited with {self.proc.returncode}; see {self.data_dir}/server.log")
+            try:
+                status, _ = http_get(self.url + "/healthz", timeout=1.0)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError("the server did not answer /healthz within 60 s")
+            time.sleep(0.2)
+        if profile_to is not None:   # py-spy's child is the server
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            self.pid = int(kids[0]) if kids else self.proc.pid
+        self.db = self.data_dir / "records.sqlite3"
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK     # utime + stime
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def threads(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        return -1
+
+    def metrics(self) -> dict[str, Any]:
+        _, body = http_get(self.url + "/metrics")
+        return parse_metrics(body.decode())
+
+    def sessions(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            out = {}
+            for i in range(0, len(ids), 200):
+                part = ids[i:i + 200]
+                q = "SELECT session_id, state, result FROM sessions WHERE session_id IN (%s)" % ",".join("?" * len(part))
+                for sid, state, result in con.execute(q, part):
+                    out[sid] = {"state": state, "result": json.loads(result) if result else None}
+            return out
+        finally:
+            con.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, server: Server, every: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.server, self.every = server, every
+        self.samples: list[tuple[float, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.server.rss_mb()))
+            except OSError:
+                return
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def peak(self, t0: float, t1: float) -> float:
+        vals = [r for t, r in self.samples if t0 <= t <= t1]
+        return max(vals) if vals else float("nan")
+
+    def at(self, t: float) -> float:
+        best = min(self.samples, key=lambda s: abs(s[0] - t), default=(t, float("nan")))
+        return best[1]
+
+
+# ======================================================================================
+# /metrics
+# ======================================================================================
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        out[name_labels] = v
+    return out
+
+
+def histogram(m: dict[str, Any], name: str) -> tuple[list[float], list[float]]:
+    bounds, counts = [], []
+    for k, v in m.items():
+        if k.startswith(name + "_bucket{") and 'le="' in k:
+            le = k.split('le="', 1)[1].split('"', 1)[0]
+            bounds.append(math.inf if le == "+Inf" else float(le))
+            counts.append(v)
+    order = np.argsort(bounds)
+    return [bounds[i] for i in order], [counts[i] for i in order]
+
+
+def hist_quantile(m0: dict[str, Any], m1: dict[str, Any], name: str, q: float) -> float | None:
+    """Quantile of the observations between two scrapes (linear inside a bucket)."""
+    b, c1 = histogram(m1, name)
+    _, c0 = histogram(m0, name)
+    if not b:
+        return None
+    c = np.array(c1) - np.array(c0 if len(c0) == len(c1) else [0] * len(c1))
+    total = c[-1]
+    if total <= 0:
+        return None
+    target = q * total
+    prev_b, prev_c = 0.0, 0.0
+    for ub, cum in zip(b, c):
+        if cum >= target:
+            if math.isinf(ub):
+                return prev_b
+            frac = (target - prev_c) / max(cum - prev_c, 1e-9)
+            return prev_b + frac * (ub - prev_b)
+        prev_b, prev_c = ub, cum
+    return prev_b
+
+
+# ======================================================================================
+# Assets
+# ======================================================================================
+
+def asset_path(seed: int, size: tuple[int, int], fps: float) -> Path:
+    return ASSET_DIR / f"v{ASSET_VERSION}_{seed}_{size[0]}x{size[1]}_{fps:g}.pkl"
+
+
+def seed_ok(seed: int, size: tuple[int, int], fps: float) -> bool:
+    """A seed is usable if face-fit guidance says ``ok`` on every rest-colour variant."""
+    import load_client as lc
+
+    from stream_ekyc.analysis import FrameAnalyzer
+    from stream_ekyc.session import guidance
+
+    frames, _ = lc.render_palette(seed, size, fps)
+    an, prev = FrameAnalyzer(), None
+    for i, img in enumerate(frames[lc.REST] + frames[lc.REST][::-1]):
+        rec = an.analyze(i / fps, img)
+        if guidance(rec, prev) != "ok":
+            return False
+        prev = rec
+    return True
+
+
+def prepare_pool(n: int, size: tuple[int, int], fps: float, log: Any = print) -> list[Path]:
+    import load_client as lc
+
+    ASSET_DIR.mkdir(parents=True, exist_ok=True)
+    index_path = ASSET_DIR / f"v{ASSET_VERSION}_pool_{size[0]}x{size[1]}_{fps:g}.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"good": [], "bad": []}
+    seed = 1000
+    paths = []
+    while len(paths) < n:
+        seed += 1
+        if seed in index["bad"]:
+            continue
+        p = asset_path(seed, size, fps)
+        if seed in index["good"] and p.exists():
+            paths.append(p)
+            continue
+        log(f"rendering face seed {seed} ({len(paths) + 1}/{n}) ...")
+        if not seed_ok(seed, size, fps):
+            index["bad"].append(seed)
+        else:
+            lc.prepare_assets(seed, p, size, fps)
+            index["good"].append(seed)
+            paths.append(p)
+        index_path.write_text(json.dumps(index))
+        if seed > 1200:
+            raise BenchError("no usable simulated faces found")
+    return paths
+
+
+# ======================================================================================
+# One load level
+# ======================================================================================
+
+def plan_slots(n: int, attack_share: float, attack_kinds: list[str], pool: list[Path], rounds: int,
+               stagger_s: float, seed: int) -> list[dict[str, Any]]:
+    n_attacks = int(math.floor(n * attack_share + 0.5))
+    slots = []
+    for i in range(n):
+        # attacks spread over the slots (the last ones of each group)
+        kind = attack_kinds[(i - (n - n_attacks)) % len(attack_kinds)] if i >= n - n_attacks else "bona_fide"
+        slots.append({"id": i, "kind": kind, "assets": str(pool[i % len(pool)]), "rounds": rounds,
+                      "start_delay_s": round(i * stagger_s / max(n, 1), 3), "seed": seed * 1000 + i})
+    return slots
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+class Progress:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+        self._last = ""
+        self._key: tuple[str, int] | None = None
+
+    def bar(self, label: str, done: int, total: int, extra: str = "") -> None:
+        if self.quiet:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        line = (f"\r{label:<22} [{'#' * filled}{'.' * (width - filled)}] {done:>3}/{total:<3} "
+                f"{extra}  {time.monotonic() - self.t0:6.0f}s")
+        if line == self._last:
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write(line[:120].ljust(len(self._last)))
+            self._last = line
+        elif (label, done) != self._key:    # a log file: one line per finished session
+            sys.stderr.write(line.strip() + "\n")
+        self._key = (label, done)
+        sys.stderr.flush()
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._last:
+            sys.stderr.write("\n")
+            self._last = ""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def run_clients(server: Server, slots: list[dict[str, Any]], work: Path, *, procs: int, timeout_s: float,
+                decode_only_s: float | None, progress: Progress, label: str,
+                on_session: Any = None) -> tuple[list[dict[str, Any]], float]:
+    """Run the slots in ``procs`` client processes; return the session lines and client CPU."""
+    procs = max(1, min(procs, len(slots)))
+    run_dir = work / f"clients-{time.monotonic_ns()}"
+    run_dir.mkdir(parents=True)
+    children = []
+    outs = []
+    for k in range(procs):
+        spec = {"slots": slots[k::procs], "timeout_s": timeout_s, "decode_only_s": decode_only_s}
+        sp, out = run_dir / f"spec{k}.json", run_dir / f"out{k}.jsonl"
+        sp.write_text(json.dumps(spec))
+        out.touch()
+        outs.append(out)
+        errf = (run_dir / f"err{k}.log").open("wb")
+        children.append((subprocess.Popen([sys.executable, str(HERE / "load_client.py"), "--url", server.url,
+                                           "--spec", str(sp), "--out", str(out)],
+                                          cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=errf), errf))
+    total = sum(int(s["rounds"]) for s in slots)
+    seen = 0
+    lines: list[dict[str, Any]] = []
+    try:
+        while True:
+            lines = []
+            for out in outs:
+                for raw in out.read_text().splitlines():
+                    try:
+                        lines.append(json.loads(raw))
+                    except ValueError:
+                        pass
+            sess = [x for x in lines if x.get("type") == "session"]
+            if on_session is not None and len(sess) > seen:
+                for x in sess[seen:]:
+                    on_session(x)
+            seen = len(sess)
+            bad = sum(1 for x in sess if x.get("outcome") in (None,))
+            progress.bar(label, seen, total, f"errors {bad}" if bad else "")
+            if all(p.poll() is not None for p, _ in children):
+                break
+            time.sleep(0.25)
+    finally:
+        for p, f in children:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+            f.close()
+    for k, (p, _) in enumerate(children):
+        if p.returncode != 0:
+            err = (run_dir / f"err{k}.log").read_text()[-600:]
+            raise BenchError(f"client process {k} exited with {p.returncode}: {err.strip().splitlines()[-1:] }")
+    client_cpu = sum(x["cpu_s"] for x in lines if x.get("type") == "rusage")
+    return [x for x in lines if x.get("type") == "session"], client_cpu
+
+
+def wait_final(server: Server, ids: list[str], timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = server.sessions(ids)
+        if all(got.get(i, {}).get("state") in ("done", "failed", "expired") for i in ids) or time.monotonic() > deadline:
+            return got
+
+
+def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namespace, pool: list[Path],
+              work: Path, progress: Progress, *, decode_only_s: float | None = None) -> dict[str, Any]:
+    mode = "decode_only" if decode_only_s is not None else "pipeline"
+    slots = plan_slots(n, args.attack_share, args.attack_kinds, pool, args.rounds, args.stagger, n)
+    procs = args.client_procs or (2 if n <= 8 else 3 if n <= 16 else 4)
+    m0 = server.metrics()
+    rss0 = server.rss_mb()
+    t0, cpu0 = time.monotonic(), server.cpu_s()
+    sess, client_cpu = run_clients(server, slots, work, procs=procs, timeout_s=args.session_timeout,
+                                   decode_only_s=decode_only_s, progress=progress,
+                                   label=f"{mode} N={n}")
+    t1, cpu1 = time.monotonic(), server.cpu_s()
+    ids = [s["session_id"] for s in sess if s.get("session_id")]
+    stored = wait_final(server, ids)
+    m1 = server.metrics()
+    cpu = cpu1 - cpu0
+    wall = t1 - t0
+    received = analysed = dropped = 0
+    verdict_ms: list[float] = []
+    an_p95: list[float] = []
+    missed: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, int]] = {}
+    correct = {"bona_fide": [0, 0], "attack": [0, 0]}
+    for s in sess:
+        sid = s.get("session_id")
+        row = stored.get(sid or "", {})
+        res = row.get("result") or {}
+        counts = res.get("counts") or {}
+        received += int(counts.get("received", 0))
+        analysed += int(counts.get("analysed", 0))
+        dropped += int(counts.get("dropped", 0))
+        timings = res.get("timings") or {}
+        if timings.get("analysis_latency_p95_ms") is not None:
+            an_p95.append(float(timings["analysis_latency_p95_ms"]))
+        outcomes.setdefault(s["kind"], {})
+        key = str(s.get("outcome"))
+        outcomes[s["kind"]][key] = outcomes[s["kind"]].get(key, 0) + 1
+        if mode == "decode_only":
+            if s.get("error"):
+                missed.append({"session_id": sid, "why": s["error"]})
+            continue
+        why = None
+        va = timings.get("verdict_after_window_ms")
+        if s.get("outcome") is None:
+            why = s.get("error") or "no outcome"
+        elif s.get("t_outcome") is not None and s.get("t_answer") is not None \
+                and s["t_outcome"] - s["t_answer"] > DEADLINE_OUTCOME_S:
+            why = "outcome later than %.0f s" % DEADLINE_OUTCOME_S
+        elif va is not None and va > DEADLINE_VERDICT_MS:
+            why = f"verdict {va:.0f} ms after the window"
+        elif row.get("state") != "done":
+            why = f"state {row.get('state')}"
+        if va is not None:
+            verdict_ms.append(float(va))
+        if why:
+            missed.append({"session_id": sid, "kind": s["kind"], "why": why})
+        group = "bona_fide" if s["kind"] == "bona_fide" else "attack"
+        correct[group][1] += 1
+        ok = (s.get("outcome") == "passed") if group == "bona_fide" else (s.get("outcome") not in ("passed", None))
+        correct[group][0] += int(ok)
+    fps = args.fps
+    stream_s = received / fps
+    drop_share = dropped / received if received else 0.0
+    lat = lambda q: hist_quantile(m0, m1, "stream_ekyc_analysis_latency_seconds", q)  # noqa: E731
+    lag = lambda q: hist_quantile(m0, m1, "stream_ekyc_event_loop_lag_seconds", q)  # noqa: E731
+    ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+    row = {
+        "n": n, "mode": mode, "sessions": len(sess), "rounds": args.rounds,
+        "attacks": sum(1 for s in slots if s["kind"] != "bona_fide") * args.rounds,
+        "wall_s": round(wall, 1), "server_cpu_s": round(cpu, 2), "stream_s": round(stream_s, 1),
+        "cpu_s_per_stream_s": round(cpu / stream_s, 4) if stream_s else None,
+        "cores_used": round(cpu / wall, 3) if wall else None,
+        "frames_received": received, "frames_analysed": analysed, "frames_dropped": dropped,
+        "drop_share": round(drop_share, 4),
+        "analysis_latency_p50_ms": ms(lat(0.50)), "analysis_latency_p95_ms": ms(lat(0.95)),
+        "analysis_latency_p95_ms_session_median": pct(an_p95, 50),
+        "loop_lag_p95_ms": ms(lag(0.95)), "loop_lag_p99_ms": ms(lag(0.99)),
+        "verdict_latency_p50_ms": pct(verdict_ms, 50), "verdict_latency_p95_ms": pct(verdict_ms, 95),
+        "verdict_latency_max_ms": round(max(verdict_ms), 1) if verdict_ms else None,
+        "outcomes": outcomes,
+        "bona_fide_passed": correct["bona_fide"], "attacks_rejected": correct["attack"],
+        "missed_deadline": len(missed), "missed": missed[:10],
+        "rss_start_mb": round(rss0, 1), "rss_peak_mb": round(sampler.peak(t0, t1 + 0.5), 1),
+        "client_cpu_s": round(client_cpu, 2), "client_procs": procs,
+        "session_s_median": pct([s["t_close"] - s.get("t_answer", 0) for s in sess if "t_close" in s], 50),
+    }
+    if mode == "pipeline":
+        row["held"] = bool(row["missed_deadline"] == 0 and drop_share < MAX_DROP_SHARE and len(sess) > 0)
+    return row
+
+
+# ======================================================================================
+# Leak check
+# ======================================================================================
+
+def leak_check(args: argparse.Namespace, pool: list[Path], work: Path, progress: Progress) -> dict[str, Any]:
+    server = Server(work, decode_only=False, max_sessions=64, threads=args.threads)
+    sampler = RssSampler(server, every=0.5)
+    sampler.start()
+    points: list[tuple[int, float]] = []
+    try:
+        per_slot = max(1, args.leak_sessions // args.leak_concurrency)
+        slots = plan_slots(args.leak_concurrency, args.attack_share, args.attack_kinds, pool, per_slot,
+                           args.stagger, 7)
+
+        def on_session(_: dict[str, Any]) -> None:
+            points.append((len(points) + 1, server.rss_mb()))
+
+        t0, cpu0 = time.monotonic(), server.cpu_s()
+        sess, _ = run_clients(server, slots, work, procs=2, timeout_s=args.session_timeout, decode_only_s=None,
+                              progress=progress, label=f"leak check x{per_slot * len(slots)}",
+                              on_session=on_session)
+        wall, cpu = time.monotonic() - t0, server.cpu_s() - cpu0
+        stored = wait_final(server, [s["session_id"] for s in sess if s.get("session_id")])
+        threads_after = server.threads()
+    finally:
+        sampler.stop()
+        server.stop()
+    xs = np.array([p[0] for p in points], float)
+    ys = np.array([p[1] for p in points], float)
+    warm = xs > min(20, len(xs) // 4)
+    slope_all = float(np.polyfit(xs, ys, 1)[0] * 100) if len(xs) > 2 else None
+    slope = float(np.polyfit(xs[warm], ys[warm], 1)[0] * 100) if warm.sum() > 2 else None
+    states: dict[str, int] = {}
+    for v in stored.values():
+        states[v["state"]] = states.get(v["state"], 0) + 1
+    return {
+        "sessions": len(sess), "concurrency": args.leak_concurrency, "wall_s": round(wall, 1),
+        "server_cpu_s": round(cpu, 1), "states": states,
+        "rss_first_mb": round(float(ys[0]), 1) if len(ys) else None,
+        "rss_last_mb": round(float(ys[-1]), 1) if len(ys) else None,
+        "rss_max_mb": round(float(ys.max()), 1) if len(ys) else None,
+        "slope_mb_per_100_sessions": None if slope is None else round(slope, 2),
+        "slope_mb_per_100_sessions_incl_warmup": None if slope_all is None else round(slope_all, 2),
+        "server_threads_after": threads_after,
+        "rss_by_session": [[int(a), round(b, 1)] for a, b in points[:: max(1, len(points) // 100)]],
+    }
+
+
+# ======================================================================================
+# Profile
+# ======================================================================================
+
+def summarise_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """py-spy raw (collapsed stacks) -> the functions with the most samples, self and total."""
+    self_c: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, cnt = line.rpartition(" ")
+        try:
+            c = int(cnt)
+        except ValueError:
+            continue
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        total += c
+        leaf = frames[-1]
+        self_c[leaf] = self_c.get(leaf, 0) + c
+        for f in set(frames[1:]):   # frames[0] is the thread / process
+            incl[f] = incl.get(f, 0) + c
+    share = lambda d: [{"function": k, "share": round(v / total, 4)}  # noqa: E731
+                       for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+    ours = {k: v for k, v in incl.items() if "stream_ekyc" in k or "aiortc" in k or " (av" in k}
+    return {"samples": total, "top_self": share(self_c), "top_inclusive_project_and_aiortc": share(ours)}
+
+
+def profile_level(n: int, args: argparse.Namespace, pool: list[Path], work: Path,
+                  progress: Progress) -> dict[str, Any]:
+    raw = work / "profile.txt"
+    server = Server(work, decode_only=False, max_sessions=64, threads=args.threads, profile_to=raw)
+    try:
+        run_clients(server, plan_slots(1, 0.0, args.attack_kinds, pool, 1, 0.0, 1), work, procs=1,
+                    timeout_s=args.session_timeout, decode_only_s=None, progress=progress, label="profile warm-up")
+        run_clients(server, plan_slots(n, args.attack_share, args.attack_kinds, pool, args.rounds, args.stagger, n),
+                    work, procs=2, timeout_s=args.session_timeout, decode_only_s=None, progress=progress,
+                    label=f"profile N={n}")
+    finally:
+        server.stop()
+    for _ in range(50):
+        if raw.exists() and raw.stat().st_size:
+            break
+        time.sleep(0.2)
+    if not raw.exists():
+        return {"error": "py-spy wrote no profile"}
+    out = summarise_profile(raw)
+    out["n"] = n
+    keep = RESULTS / "load_profile.txt"
+    shutil.copy(raw, keep)
+    out["raw"] = str(keep.relative_to(ROOT))
+    return out
+
+
+# ======================================================================================
+# Report
+# ======================================================================================
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import aiortc
+    import av
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "aiortc": aiortc.__version__, "av": av.__version__,
+            "mem_total_mb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20),
+            "loadavg_at_start": list(os.getloadavg())}
+
+
+def other_load() -> list[str]:
+    """Other benchmark processes on the machine (they share the cores with this one)."""
+    try:
+        out = subprocess.run(["pgrep", "-af", "benchmarks/accuracy.py"], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def plot(rows: list[dict[str, Any]], base: list[dict[str, Any]], path: Path, capacity: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
+    ns = [r["n"] for r in rows]
+    ax[0].plot(ns, [r["cpu_s_per_stream_s"] for r in rows], "o-", label="pipeline")
+    if base:
+        ax[0].plot([r["n"] for r in base], [r["cpu_s_per_stream_s"] for r in base], "s--", label="decode-only")
+    ax[0].set_title("server CPU per stream (CPU s / stream s)")
+    ax[0].set_xlabel("concurrent sessions N")
+    ax[0].set_ylim(bottom=0)
+    ax[0].legend()
+    for key, lab in (("verdict_latency_p95_ms", "verdict after window p95"),
+                     ("analysis_latency_p95_ms", "frame analysis p95"), ("loop_lag_p95_ms", "event-loop lag p95")):
+        ax[1].plot(ns, [r.get(key) if r.get(key) is not None else np.nan for r in rows], "o-", label=lab)
+    ax[1].axhline(DEADLINE_VERDICT_MS, color="r", lw=0.8, ls=":", label="verdict deadline 500 ms")
+    ax[1].set_title("p95 latencies (ms)")
+    ax[1].set_xlabel("concurrent sessions N")
+    ax[1].set_yscale("symlog", linthresh=10)
+    ax[1].legend(fontsize=8)
+    ax[2].plot(ns, [100 * r["drop_share"] for r in rows], "o-")
+    ax[2].axhline(100 * MAX_DROP_SHARE, color="r", lw=0.8, ls=":", label="10 % limit")
+    ax[2].set_title("dropped frames (% of received)")
+    ax[2].set_xlabel("concurrent sessions N")
+    ax[2].set_ylim(bottom=0)
+    for a in ax:
+        if capacity:
+            a.axvline(capacity, color="g", lw=0.8, ls="--")
+        a.grid(alpha=0.3)
+    ax[2].legend(fontsize=8)
+    fig.suptitle(f"stream-ekyc load: 640x480 30 fps VP8 sessions; capacity {capacity} (green)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = ["", "stream-ekyc load benchmark: " + report["stream"]]
+    lines.append(f"{'N':>3} {'cpu/str':>8} {'cores':>6} {'drop%':>6} {'an p95':>7} {'lag p95':>8} "
+                 f"{'vrd p50':>8} {'vrd p95':>8} {'miss':>5} {'bf ok':>6} {'atk ok':>7} {'rss MB':>7} {'base':>7}")
+    base = {r["n"]: r for r in report["decode_only_rows"]}
+    f = lambda v, w, d=1: (f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}")  # noqa: E731
+    for r in report["rows"]:
+        b = base.get(r["n"], {})
+        lines.append(f"{r['n']:>3} {f(r['cpu_s_per_stream_s'], 8, 3)} {f(r['cores_used'], 6, 2)} "
+                     f"{f(100 * r['drop_share'], 6)} {f(r['analysis_latency_p95_ms'], 7)} {f(r['loop_lag_p95_ms'], 8)} "
+                     f"{f(r['verdict_latency_p50_ms'], 8)} {f(r['verdict_latency_p95_ms'], 8)} {r['missed_deadline']:>5} "
+                     f"{'%d/%d' % tuple(r['bona_fide_passed']):>6} {'%d/%d' % tuple(r['attacks_rejected']):>7} "
+                     f"{f(r['rss_peak_mb'], 7, 0)} {f(b.get('cpu_s_per_stream_s'), 7, 3)}")
+    lines.append(f"capacity: {report['capacity_sessions']} sessions ({report['capacity_per_core']} per core); "
+                 f"CPU vs decode-only: {report['cpu_ratio_vs_decode_only']}x; "
+                 f"verdict p95 {report['verdict_latency_p95_ms']} ms; memory/session {report['memory_per_session_mb']} MB")
+    lk = report.get("leak_check") or {}
+    if lk:
+        lines.append(f"leak check: {lk.get('sessions')} sessions, RSS {lk.get('rss_first_mb')} -> {lk.get('rss_last_mb')} MB, "
+                     f"slope {lk.get('slope_mb_per_100_sessions')} MB/100 sessions")
+    for note in report.get("notes", []):
+        lines.append("note: " + note)
+    return "\n".join(lines)
+
+
+# ======================================================================================
+# Main
+# ======================================================================================
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        print(f"load: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = _Parser(description="load and capacity benchmark (WebRTC sessions on 127.0.0.1)")
+    ap.add_argument("--levels", default="1,2,4,6,8,10,12,14,16,20,24",
+                    help="N values to sweep (stops after the first level that does not hold, once past --min-n)")
+    ap.add_argument("--min-n", type=int, default=8, help="always sweep at least through this N")
+    ap.add_argument("--rounds", type=int, default=3, help="sessions per slot, back to back")
+    ap.add_argument("--attack-share", type=float, default=0.25)
+    ap.add_argument("--attack-kinds", default="replay,late", help="comma list of replay, static, late")
+    ap.add_argument("--size", default="640x480", help="640x480 or 1280x720")
+    ap.add_argument("--fps", type=float, default=30.0, help="30 or 15")
+    ap.add_argument("--faces", type=int, default=4, help="distinct simulated faces in the pool")
+    ap.add_argument("--client-procs", type=int, default=0, help="client processes (0: 2-4 by N)")
+    ap.add_argument("--threads", type=int, default=0, help="STREAM_EKYC_ANALYSIS_THREADS (0: default)")
+    ap.add_argument("--stagger", type=float, default=2.0, help="spread the slots' first sessions over this many s")
+    ap.add_argument("--session-timeout", type=float, default=DEADLINE_OUTCOME_S + 10)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the decode-only runs")
+    ap.add_argument("--no-leak", action="store_true", help="skip the leak check")
+    ap.add_argument("--leak-sessions", type=int, default=200)
+    ap.add_argument("--leak-concurrency", type=int, default=4)
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="also profile the server at N with py-spy")
+    ap.add_argument("--out", default=str(RESULTS / "load.json"))
+    ap.add_argument("--png", default=None, help="default: next to --out, .png")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--keep-work", action="store_true", help="keep the temporary data (sessions, logs)")
+    a = ap.parse_args(argv)
+    try:
+        a.levels = sorted({int(x) for x in a.levels.split(",") if x.strip()})
+        w, h = (int(v) for v in a.size.lower().split("x"))
+        a.size_t = (w, h)
+    except ValueError:
+        ap.error("--levels is a comma list of integers, --size is WxH")
+    a.attack_kinds = [k.strip() for k in a.attack_kinds.split(",") if k.strip()]
+    if any(k not in ("replay", "static", "late") for k in a.attack_kinds) or not a.attack_kinds:
+        ap.error("--attack-kinds: replay, static, late")
+    if not 0.0 <= a.attack_share <= 1.0:
+        ap.error("--attack-share must be within 0..1")
+    if not a.levels or a.levels[0] < 1:
+        ap.error("--levels must be positive")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    progress = Progress(args.quiet)
+    notes: list[str] = []
+    busy = other_load()
+    if busy:
+        notes.append(f"measured while {len(busy)} other benchmark process(es) (benchmarks/accuracy.py) shared the cores")
+    work = Path(tempfile.mkdtemp(prefix="stream-ekyc-load-"))
+    try:
+        progress.line(f"preparing {args.faces} simulated faces ({args.size_t[0]}x{args.size_t[1]} {args.fps:g} fps) ...")
+        pool = prepare_pool(args.faces, args.size_t, args.fps, log=progress.line)
+        report = sweep(args, pool, work, progress, notes)
+    except BenchError as e:
+        progress.line("")
+        print(f"load: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep_work:
+            progress.line(f"kept the work directory {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    plot(report["rows"], report["decode_only_rows"], png, report["capacity_sessions"])
+    progress.line(summary(report))
+    progress.line(f"wrote {out} and {png}")
+    return 0
+
+
+def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Progress,
+          notes: list[str]) -> dict[str, Any]:
+    started = time.time()
+    info = machine_info()
+    rows: list[dict[str, Any]] = []
+    server = Server(work, decode_only=False, max_sessions=max(64, 2 * max(args.levels)), threads=args.threads)
+    sampler = RssSampler(server)
+    sampler.start()
+    try:
+        # warm-up: models loaded, first-session costs paid, before anything is measured
+        run_clients(server, plan_slots(1, 0.0, args.attack_kinds, pool, 1, 0.0, 0), work, procs=1,
+                    timeout_s=args.session_timeout, decode_only_s=None, progress=progress, label="warm-up")
+        idle_rss = server.rss_mb()
+        for n in args.levels:
+            row = run_level(server, sampler, n, args, pool, work, progress)
+            rows.append(row)
+            progress.line(f"pipeline N={n}: cpu/stream {row['cpu_s_per_stream_s']}, drop {100 * row['drop_share']:.1f} %, "
+                          f"verdict p95 {row['verdict_latency_p95_ms']} ms, missed {row['missed_deadline']}, "
+                          f"bona fide passed {row['bona_fide_passed'][0]}/{row['bona_fide_passed'][1]}, "
+                          f"attacks rejected {row['attacks_rejected'][0]}/{row['attacks_rejected'][1]}")
+            if not row["held"] and n >= args.min_n:
+                break
+    finally:
+        sampler.stop()
+        server.stop()
+    held = [r["n"] for r in rows if r["held"]]
+    # capacity: the largest N such that it and every smaller level held
+    capacity = 0
+    for r in rows:
+        if not r["held"]:
+            break
+        capacity = r["n"]
+
+    base_rows: list[dict[str, Any]] = []
+    if not args.no_baseline:
+        server = Server(work, decode_only=True, max_sessions=max(64, 2 * max(args.levels)), threads=args.threads)
+        sampler = RssSampler(server)
+        sampler.start()
+        try:
+            for r in rows:
+                dur = r["session_s_median"] or 8.0
+                b = run_level(server, sampler, r["n"], args, pool, work, progress, decode_only_s=float(dur))
+                base_rows.append(b)
+                progress.line(f"decode-only N={r['n']}: cpu/stream {b['cpu_s_per_stream_s']}")
+        finally:
+            sampler.stop()
+            server.stop()
+
+    leak = None if args.no_leak else leak_check(args, pool, work, progress)
+    prof = profile_level(args.profile, args, pool, work, progress) if args.profile else None
+
+    by_n = {r["n"]: r for r in rows}
+    base_by_n = {r["n"]: r for r in base_rows}
+    ratios = {n: round(by_n[n]["cpu_s_per_stream_s"] / base_by_n[n]["cpu_s_per_stream_s"], 2)
+              for n in by_n if n in base_by_n and by_n[n]["cpu_s_per_stream_s"] and base_by_n[n]["cpu_s_per_stream_s"]}
+    ref_n = 8 if 8 in by_n else (capacity or rows[-1]["n"])
+    mem = None
+    if 1 in by_n and ref_n in by_n and ref_n > 1:
+        mem = round((by_n[ref_n]["rss_peak_mb"] - by_n[1]["rss_peak_mb"]) / (ref_n - 1), 1)
+    if other_load() and not notes:
+        notes.append("another benchmark (benchmarks/accuracy.py) started during the run and shared the cores")
+    report = {
+        "benchmark": "load", "version": 1,
+        "stream": f"{args.size_t[0]}x{args.size_t[1]} {args.fps:g} fps VP8 (~1 Mbit/s), "
+                  f"{int(args.attack_share * 100)} % attacks ({', '.join(args.attack_kinds)}), "
+                  f"{args.rounds} sessions per slot",
+        "capacity_sessions": capacity,
+        "capacity_per_core": round(capacity / (os.cpu_count() or 1), 2),
+        "cpu_ratio_vs_decode_only": ratios.get(ref_n),
+        "cpu_ratio_vs_decode_only_by_n": ratios,
+        "verdict_latency_p50_ms": by_n[ref_n]["verdict_latency_p50_ms"],
+        "verdict_latency_p95_ms": by_n[ref_n]["verdict_latency_p95_ms"],
+        "drop_share_at_reference_n": by_n[ref_n]["drop_share"],
+        "reference_n": ref_n,
+        "memory_per_session_mb": mem,
+        "idle_rss_mb": round(idle_rss, 1),
+        "levels_held": held,
+        "criteria": {"outcome_within_s_of_answer": DEADLINE_OUTCOME_S,
+                     "verdict_after_window_ms_max": DEADLINE_VERDICT_MS, "drop_share_max": MAX_DROP_SHARE},
+        "rows": rows, "decode_only_rows": base_rows, "leak_check": leak, "profile": prof,
+        "machine": info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1), "notes": notes,
+    }
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
