@@ -153,8 +153,9 @@ def _paths() -> dict[str, Any]:
             "responses": {"201": _json("SessionCreated", "created"),
                           "400": _err("bad_json", "bad_request"), "401": _err("unauthorized"),
                           "413": _err("too_large"), "415": _err("unsupported_media_type"),
-                          "422": _err("photo_bad_base64", "photo_too_large", "photo_format",
-                                      "photo_dimensions", "photo_undecodable")}}},
+                          "422": _err("photo_bad_base64", "photo_too_large", "photo_unsupported_format",
+                                      "photo_too_many_pixels", "photo_corrupt_image", "photo_no_face",
+                                      "photo_multiple_faces", "photo_face_too_small")}}},
         "/v1/sessions/{id}": {
             "get": {"summary": "Status, events and (when done) the result", "tags": ["sessions"],
                     "security": _API_KEY, "parameters": [_SID],

@@ -14,7 +14,6 @@ import functools
 import ipaddress
 import math
 import re
-import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
 
-from .. import models
+from .. import idphoto, models
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..stores.media import (KIND_AUDIT_FRAME, KIND_BEST_FRAME, KIND_ID_PHOTO, MAX_AUDIT_FRAMES,
                             MediaKeyError, check_session_id)
@@ -36,8 +35,7 @@ from .openapi import build_openapi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-MAX_PHOTO_BYTES = 10 * 1024 * 1024
-MAX_PHOTO_SIDE = 8000
+MAX_PHOTO_BYTES = idphoto.MAX_BYTES
 MAX_SDP_BYTES = 64 * 1024
 MIN_STEPS, MAX_STEPS = 6, 10
 OPTION_KEYS = ("challenge_steps", "locale", "webhook_url", "id_photo")
@@ -136,65 +134,16 @@ def _validate_webhook(url: Any, request: web.Request) -> str:
 
 # --- ID photo --------------------------------------------------------------------------------
 
-def image_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) from a JPEG or PNG header without decoding; None if unreadable."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            return None
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", w, h
-    if data.startswith(b"\xff\xd8\xff"):
-        i = 2
-        n = len(data)
-        while i + 4 <= n:
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
-            if seg_len < 2:
-                return None
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                if i + 9 > n:
-                    return None
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return "jpeg", w, h
-            if marker == 0xD9:
-                return None
-            i += 2 + seg_len
-        return None
-    return None
+async def check_photo(request: web.Request, data: bytes) -> idphoto.IdPhoto:
+    """A valid ID photo with its face embedding (``idphoto.check``); ApiError 422 otherwise.
 
-
-def _decodes(data: bytes) -> bool:
-    import cv2
-    import numpy as np
-
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    return img is not None and img.size > 0
-
-
-async def check_photo(request: web.Request, data: bytes) -> tuple[str, str]:
-    """(file extension, content type) of a valid ID photo; ApiError 422 otherwise."""
-    if len(data) > MAX_PHOTO_BYTES:
-        raise ApiError(422, "photo_too_large", "id_photo must be at most 10 MB")
-    if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
-        raise ApiError(422, "photo_format", "id_photo must be a JPEG or PNG image")
-    size = image_size(data)
-    if size is None:
-        raise ApiError(422, "photo_undecodable", "id_photo could not be decoded")
-    fmt, w, h = size
-    if not (0 < w <= MAX_PHOTO_SIDE and 0 < h <= MAX_PHOTO_SIDE):
-        raise ApiError(422, "photo_dimensions", f"id_photo must be at most {MAX_PHOTO_SIDE} pixels on a side")
-    loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(request.app[EXECUTOR], _decodes, data):
-        raise ApiError(422, "photo_undecodable", "id_photo could not be decoded")
-    return ("jpg", "image/jpeg") if fmt == "jpeg" else ("png", "image/png")
+    The header checks run here (no decoding); decoding and the face run in the executor."""
+    try:
+        idphoto.check_bytes(data)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(request.app[EXECUTOR], idphoto.check, data)
+    except idphoto.IdPhotoError as e:
+        raise ApiError(422, f"photo_{e.code}", f"id_photo: {e}") from None
 
 
 def decode_photo_b64(value: Any) -> bytes:
@@ -291,19 +240,23 @@ async def _create_session(request: web.Request, app_id: str, raw: dict[str, Any]
     app = request.app
     settings = app[SETTINGS]
     options = validate_options(raw, request)
-    photo_meta = await check_photo(request, photo) if photo is not None else None
-    options["id_photo"] = photo_meta is not None
+    checked = await check_photo(request, photo) if photo is not None else None
+    options["id_photo"] = checked is not None
     session_id = new_session_id()
     token = new_client_token()
     now = _now(request)
     expires_at = now + settings.session_ttl_s
     await app[RECORDS].create_session(session_id, app_id, hash_secret(token), options, now, expires_at)
     app[METRICS].session_transitions.inc(state="created")
-    if photo is not None and photo_meta is not None:
-        ext, ctype = photo_meta
-        await app[MEDIA].put(session_id, KIND_ID_PHOTO, f"id_photo.{ext}", photo, ctype,
+    if photo is not None and checked is not None:
+        # the photo and its face embedding (computed once, here), under the same deadline
+        await app[MEDIA].put(session_id, KIND_ID_PHOTO, f"id_photo.{checked.extension}", photo,
+                             checked.content_type, delete_at=now + settings.media_ttl_s)
+        await app[MEDIA].put(session_id, KIND_ID_PHOTO, idphoto.EMBEDDING_NAME,
+                             idphoto.embedding_bytes(checked.embedding), idphoto.EMBEDDING_CONTENT_TYPE,
                              delete_at=now + settings.media_ttl_s)
-        note(request, "id_photo_stored", bytes=len(photo), content_type=ctype)
+        note(request, "id_photo_stored", bytes=len(photo), content_type=checked.content_type,
+             iod_px=round(checked.face.iod, 1))
     request[FEE_UNITS] = 1
     return web.json_response({
         "session_id": session_id,

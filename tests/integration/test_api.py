@@ -51,6 +51,15 @@ def jpeg(w: int = 64, h: int = 48) -> bytes:
     return buf.tobytes()
 
 
+def face_jpeg() -> bytes:
+    """A real face photo (NASA astronaut portrait, public domain) as an ID photo."""
+    import skimage.data
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
 def png_header(w: int, h: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
@@ -158,12 +167,15 @@ async def test_webhook_http_loopback_allowed_in_demo(make_settings):
 async def test_id_photo_accepted_and_stored_with_deadline(make_settings):
     async with serve(make_settings()) as h:
         _, key = await h.new_app()
-        photo = jpeg()
+        photo = face_jpeg()
         s = await h.create_session(key, id_photo=base64.b64encode(photo).decode())
         objs = await h.records.media_objects(s["session_id"])
-        assert [(o["kind"], o["content_type"], o["size"]) for o in objs] == [("id_photo", "image/jpeg", len(photo))]
-        assert abs(objs[0]["delete_at"] - (h.clock() + 7200)) < 0.01
-        assert await h.app[MEDIA].get(objs[0]["key"]) == photo
+        # the photo and its face embedding (128 float32), both under the media deadline
+        assert sorted((o["kind"], o["content_type"], o["size"]) for o in objs) == [
+            ("id_photo", "application/octet-stream", 512), ("id_photo", "image/jpeg", len(photo))]
+        assert all(abs(o["delete_at"] - (h.clock() + 7200)) < 0.01 for o in objs)
+        photo_obj = next(o for o in objs if o["content_type"] == "image/jpeg")
+        assert await h.app[MEDIA].get(photo_obj["key"]) == photo
         # multipart: fields and a file part
         form = aiohttp.FormData()
         form.add_field("challenge_steps", "7")
@@ -172,7 +184,7 @@ async def test_id_photo_accepted_and_stored_with_deadline(make_settings):
         assert r.status == 201, await r.text()
         sid = (await r.json())["session_id"]
         assert (await h.records.get_session(sid))["options"]["challenge_steps"] == 7
-        assert len(await h.app[MEDIA].list_session(sid)) == 1
+        assert len(await h.app[MEDIA].list_session(sid)) == 2
 
 
 async def test_id_photo_errors(make_settings):
@@ -181,9 +193,10 @@ async def test_id_photo_errors(make_settings):
         good = jpeg()
         cases = {
             "photo_bad_base64": "this is not base64!!",
-            "photo_format": base64.b64encode(b"GIF89a" + b"\x00" * 100).decode(),
-            "photo_undecodable": base64.b64encode(good[:40] + b"\x00" * 200).decode(),
-            "photo_dimensions": base64.b64encode(png_header(9000, 10)).decode(),
+            "photo_unsupported_format": base64.b64encode(b"GIF89a" + b"\x00" * 100).decode(),
+            "photo_corrupt_image": base64.b64encode(good[:40] + b"\x00" * 200).decode(),
+            "photo_too_many_pixels": base64.b64encode(png_header(9000, 10)).decode(),
+            "photo_no_face": base64.b64encode(good).decode(),      # a green square
         }
         for code, value in cases.items():
             r = await h.client.post("/v1/sessions", json={"id_photo": value}, headers=auth(key))
@@ -539,7 +552,7 @@ async def test_monitoring_and_no_secrets_in_logs_or_op_logs(make_settings, caplo
     name, id_number = "Philippa Vandersloot", "110105198704231234"
     async with serve(make_settings()) as h:
         _, key = await h.new_app()
-        s = await h.create_session(key, id_photo=base64.b64encode(jpeg()).decode(), locale="en")
+        s = await h.create_session(key, id_photo=base64.b64encode(face_jpeg()).decode(), locale="en")
         await h.offer(s["session_id"], s["client_token"])
         await h.offer(s["session_id"], s["client_token"])  # 409
         await h.client.get(f"/v1/sessions/{s['session_id']}", headers=auth(key))
@@ -557,7 +570,7 @@ async def test_monitoring_and_no_secrets_in_logs_or_op_logs(make_settings, caplo
     assert all(m[3] == 1 and m[4] == "local" for m in monitoring)
     assert monitoring[-1][1] is None and monitoring[0][1] is not None
     assert "consent" in steps and "token_consumed" in steps and steps.count("request") == 6
-    secrets_ = [key, s["client_token"], name, id_number, s["page_url"], base64.b64encode(jpeg()).decode()[:32]]
+    secrets_ = [key, s["client_token"], name, id_number, s["page_url"], base64.b64encode(face_jpeg()).decode()[:32]]
     everything = caplog.text + "\n" + "\n".join(str(vars(r)) for r in caplog.records)
     for value in secrets_:
         assert value not in op_logs, value[:12]
