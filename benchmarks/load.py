@@ -256,8 +256,8 @@ def hist_quantile(m0: dict[str, Any], m1: dict[str, Any], name: str, q: float) -
 # Assets
 # ======================================================================================
 
-def asset_path(seed: int, size: tuple[int, int], fps: float) -> Path:
-    return ASSET_DIR / f"v{ASSET_VERSION}_{seed}_{size[0]}x{size[1]}_{fps:g}.pkl"
+def asset_path(seed: int, size: tuple[int, int], fps: float, asset_dir: Path = ASSET_DIR) -> Path:
+    return asset_dir / f"v{ASSET_VERSION}_{seed}_{size[0]}x{size[1]}_{fps:g}.pkl"
 
 
 def seed_ok(seed: int, size: tuple[int, int], fps: float) -> bool:
@@ -277,11 +277,13 @@ def seed_ok(seed: int, size: tuple[int, int], fps: float) -> bool:
     return True
 
 
-def prepare_pool(n: int, size: tuple[int, int], fps: float, log: Any = print) -> list[Path]:
+def prepare_pool(n: int, size: tuple[int, int], fps: float, log: Any = print,
+                 asset_dir: Path = ASSET_DIR) -> list[Path]:
+    """``n`` usable faces (rendered once, then cached in ``asset_dir``)."""
     import load_client as lc
 
-    ASSET_DIR.mkdir(parents=True, exist_ok=True)
-    index_path = ASSET_DIR / f"v{ASSET_VERSION}_pool_{size[0]}x{size[1]}_{fps:g}.json"
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    index_path = asset_dir / f"v{ASSET_VERSION}_pool_{size[0]}x{size[1]}_{fps:g}.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"good": [], "bad": []}
     seed = 1000
     paths = []
@@ -289,7 +291,7 @@ def prepare_pool(n: int, size: tuple[int, int], fps: float, log: Any = print) ->
         seed += 1
         if seed in index["bad"]:
             continue
-        p = asset_path(seed, size, fps)
+        p = asset_path(seed, size, fps, asset_dir)
         if seed in index["good"] and p.exists():
             paths.append(p)
             continue

@@ -1,4 +1,4 @@
-"""Command line: ``stream-ekyc score | models | serve | apps create``.
+"""Command line: ``stream-ekyc score | compare | models | serve | apps create``.
 
 Every error in the input exits 2 with one line on stderr; results go to stdout as JSON.
 """
@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("video", help="WebM (VP8/VP9) or MP4 (H.264) recording")
     s.add_argument("--challenge", required=True, help="challenge JSON file")
     s.add_argument("--records", action="store_true", help="include the per-frame records")
+    s.add_argument("--id-photo", help="ID photo (JPEG or PNG): adds the face match after a live verdict")
+    s.add_argument("--match-threshold", type=float, help="similarity (0-100) needed for a match (default 70)")
+
+    c = sub.add_parser("compare", help="compare the faces in two photos (JPEG or PNG)")
+    c.add_argument("photo_a")
+    c.add_argument("photo_b")
+    c.add_argument("--threshold", type=float, help="similarity (0-100) needed for a match (default 70)")
 
     m = sub.add_parser("models", help="manage the face models")
     msub = m.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -67,13 +74,57 @@ def cmd_score(args: argparse.Namespace) -> int:
         ch = challenge_mod.load(args.challenge)
     except challenge_mod.ChallengeError as e:
         return _fail(str(e))
+    id_embedding = None
+    if args.id_photo is not None:
+        try:
+            id_embedding = _photo_face(args.id_photo, args.match_threshold).embedding
+        except UsageError as e:
+            return _fail(str(e))
     try:
-        result = score_video(args.video, ch, keep_records=args.records)
+        result = score_video(args.video, ch, keep_records=args.records, id_embedding=id_embedding,
+                             match_threshold=args.match_threshold)
     except VideoError as e:
         return _fail(str(e))
     except ModelError as e:
         return _fail(str(e))
     json.dump(result, sys.stdout, separators=(",", ":"))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _photo_face(path: str, threshold: float | None):
+    """The face template of a photo file, checked like an ID photo at intake; UsageError otherwise."""
+    from . import compare, idphoto
+    from .models import ModelError
+
+    if threshold is not None:
+        try:
+            compare.check_threshold(threshold)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(idphoto.MAX_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return idphoto.check(data).face
+    except idphoto.IdPhotoError as e:
+        raise UsageError(f"{path}: {e} ({e.code})") from None
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    try:
+        a = _photo_face(args.photo_a, args.threshold)
+        b = _photo_face(args.photo_b, args.threshold)
+    except UsageError as e:
+        return _fail(str(e))
+    threshold = compare.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    json.dump(compare.match_result(a.embedding, b.embedding, threshold), sys.stdout)
     sys.stdout.write("\n")
     return 0
 
@@ -195,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         return _fail(str(e))
-    handler = {"score": cmd_score, "models": cmd_models, "serve": cmd_serve, "apps": cmd_apps}[args.command]
+    handler = {"score": cmd_score, "compare": cmd_compare, "models": cmd_models, "serve": cmd_serve,
+               "apps": cmd_apps}[args.command]
     return handler(args)
 
 

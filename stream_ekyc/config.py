@@ -50,6 +50,7 @@ class Settings:
     decode_only: bool = False       # benchmark baseline: receive and decode frames, nothing else
     ice_servers: tuple[dict[str, Any], ...] = ()
     min_age: int = 18
+    match_threshold: float = 70.0   # face match: similarity (0-100) needed; 70 <-> FAR 0.1 %
     operator: str = "the operator of this service"
     region: str = "local"
     log_level: str = "INFO"
@@ -247,6 +248,7 @@ _PARSERS: dict[str, Any] = {
     "decode_only": _bool,
     "ice_servers": _ice_servers,
     "min_age": lambda l, v: _int(l, v, 1, 120),
+    "match_threshold": lambda l, v: _float(l, v, 0.0, 100.0),
     "operator": lambda l, v: _str(l, v, max_len=200),
     "region": _region,
     "log_level": _log_level,

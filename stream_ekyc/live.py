@@ -19,8 +19,10 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from . import compare, idphoto
 from .api.app import CLOCK, EXECUTOR, MEDIA, METRICS, SETTINGS, set_state
 from .pipeline import LivePipeline, PipelineConfig, PipelineResult
+from .stores.media import KIND_ID_PHOTO
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +252,40 @@ class LiveSessions:
                 "reasons": v.reasons, "lag_ms": None if v.lag_ms is None else round(v.lag_ms, 1),
                 "outcome": result.outcome, "timings": result.timings, "counts": result.counts,
                 "best_frame_quality": ev.best, "media": stored}
+        # the face match: only ever after a live verdict (a spoof or retry never carries one)
+        body["match"] = None
+        if v.verdict == "live":
+            try:
+                body["match"] = await self._face_match(sid, ev.best_image)
+            except Exception:   # the liveness result stands even if the comparison breaks
+                log.exception("face match failed")
+                body["match"] = {"similarity": None, "is_match": False, "error": "internal"}
         await set_state(app, sid, "done", expected=("fitting", "scoring"), result=body)
+
+    # --- face match with the ID photo --------------------------------------------------------
+    async def _face_match(self, sid: str, best_image: Any) -> dict[str, Any] | None:
+        """``{similarity, is_match, threshold}`` of the best frame against the session's ID photo;
+        None without an ID photo (none given, or already deleted). The ID photo's embedding was
+        stored at intake; it is extracted here only if that object is missing. The CPU work runs
+        in the shared executor."""
+        app = self.app
+        media = app[MEDIA]
+        threshold = float(getattr(self.settings, "match_threshold", compare.DEFAULT_THRESHOLD))
+        keys = [k for k in await media.list_session(sid) if k.split("/")[1] == KIND_ID_PHOTO]
+        emb_key = next((k for k in keys if k.rsplit("/", 1)[1] == idphoto.EMBEDDING_NAME), None)
+        photo_key = next((k for k in keys if k != emb_key), None)
+        loop = asyncio.get_running_loop()
+        blob = await media.get(emb_key) if emb_key else None
+        id_emb = idphoto.embedding_from_bytes(blob) if blob else None
+        if id_emb is None:
+            data = await media.get(photo_key) if photo_key else None
+            if data is None:
+                return None
+            try:
+                id_emb = (await loop.run_in_executor(app[EXECUTOR], idphoto.check, data)).embedding
+            except idphoto.IdPhotoError as e:
+                return {"similarity": None, "is_match": False, "threshold": threshold, "error": f"id_photo_{e.code}"}
+        return await loop.run_in_executor(app[EXECUTOR], compare.match_image, best_image, id_emb, threshold)
 
     async def shutdown(self) -> None:
         """Give in-flight sessions a clean end: those already scoring finish, others fail."""

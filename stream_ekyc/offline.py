@@ -44,12 +44,14 @@ class BestFrameKeeper:
         self.best: BestFrame | None = None
         self.best_neutral = False
         self.image: np.ndarray | None = None
+        self._prev: FrameRecord | None = None   # the previous analysed frame (motion)
 
     def neutral(self, t: float) -> bool:
         return t < self.challenge.start or t > self.challenge.end + 0.6
 
     def offer(self, rec: FrameRecord, image: np.ndarray | None = None) -> None:
-        q, comp = frame_quality(rec)
+        q, comp = frame_quality(rec, self._prev)
+        self._prev = rec
         if q <= 0:
             return
         neutral = self.neutral(rec.t)
@@ -119,14 +121,19 @@ def _short(e: Exception) -> str:
     return s[:200]
 
 
-def score_video(path: str | Path, challenge: Challenge, keep_records: bool = False) -> dict[str, Any]:
-    """Score one recorded session. Raises VideoError for unusable input."""
+def score_video(path: str | Path, challenge: Challenge, keep_records: bool = False,
+                id_embedding: np.ndarray | None = None, match_threshold: float | None = None) -> dict[str, Any]:
+    """Score one recorded session. Raises VideoError for unusable input.
+
+    With ``id_embedding`` (the ID photo's, from ``idphoto.check``) the result also has
+    ``match``: the best frame compared with the ID photo after a ``live`` verdict, and
+    ``None`` for any other verdict (a spoof never carries a match)."""
     from .analysis import FrameAnalyzer
 
     started = time.perf_counter()
     analyzer = FrameAnalyzer()
     scorer = StreamingScorer(challenge)
-    best = BestFrameKeeper(challenge)
+    best = BestFrameKeeper(challenge, keep_image=id_embedding is not None)
     frames = with_face = 0
     records: list[FrameRecord] = []
     for t, img in iter_frames(path):
@@ -134,7 +141,7 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
         rec = analyzer.analyze(t, img)
         with_face += rec.face is not None
         scorer.add(rec)
-        best.offer(rec)
+        best.offer(rec, img)
         if keep_records:
             records.append(rec)
     verdict: Verdict = decide(scorer.features())
@@ -143,6 +150,12 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
                features={k: round(v, 5) for k, v in verdict.features.items()},
                quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in verdict.quality.items()},
                elapsed_ms=round((time.perf_counter() - started) * 1000.0, 1))
+    if id_embedding is not None:
+        from . import compare
+        out["match"] = compare.match_image(best.image, id_embedding, match_threshold) \
+            if verdict.verdict == "live" else None
+        out["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
     if keep_records:
         out["records"] = [r.to_dict() for r in records]
     return out
+

@@ -91,6 +91,7 @@ class FrameSlot:
 class Evidence:
     best_jpeg: bytes | None = None
     best: dict[str, Any] | None = None
+    best_image: np.ndarray | None = None     # the best frame's BGR pixels (for the face match)
     audit_jpegs: list[bytes] = field(default_factory=list)
     packet: dict[str, Any] = field(default_factory=dict)
     video: bytes | None = None
@@ -460,6 +461,7 @@ class LivePipeline:
         if keeper is not None and keeper.image is not None:
             ev.best_jpeg = await self._jpeg(keeper.image)
             ev.best = keeper.to_dict()
+            ev.best_image = keeper.image
         if self._recorder is not None:
             ev.video = await self._recorder.finish()
         counts = {"received": self.received, "analysed": self.analysed, "dropped": self.slot.dropped,
