@@ -32,7 +32,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .vision import align
 from .vision.detector import Face, get_detector
 from .vision.embedder import cosine, get_embedder
 
