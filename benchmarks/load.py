@@ -444,6 +444,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     cpu = cpu1 - cpu0
     wall = t1 - t0
     received = analysed = dropped = 0
+    video_s = 0.0            # CPU seconds spent re-encoding the evidence video (the pipeline's own timing)
     verdict_ms: list[float] = []
     an_p95: list[float] = []
     missed: list[dict[str, Any]] = []
@@ -458,6 +459,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         analysed += int(counts.get("analysed", 0))
         dropped += int(counts.get("dropped", 0))
         timings = res.get("timings") or {}
+        video_s += float(timings.get("video_encode_ms_per_frame") or 0) * int(counts.get("video_frames", 0)) / 1000
         if timings.get("analysis_latency_p95_ms") is not None:
             an_p95.append(float(timings["analysis_latency_p95_ms"]))
         outcomes.setdefault(s["kind"], {})
@@ -498,6 +500,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "wall_s": round(wall, 1), "server_cpu_s": round(cpu, 2), "stream_s": round(stream_s, 1),
         "cpu_s_per_stream_s": round(cpu / stream_s, 4) if stream_s else None,
         "cores_used": round(cpu / wall, 3) if wall else None,
+        "video_encode_cpu_s": round(video_s, 2), "video_encode_cpu_share": round(video_s / cpu, 3) if cpu else None,
         "frames_received": received, "frames_analysed": analysed, "frames_dropped": dropped,
         "drop_share": round(drop_share, 4),
         "analysis_latency_p50_ms": ms(lat(0.50)), "analysis_latency_p95_ms": ms(lat(0.95)),
@@ -543,8 +546,10 @@ def leak_check(args: argparse.Namespace, pool: list[Path], work: Path, progress:
         stored = wait_final(server, [s["session_id"] for s in sess if s.get("session_id")])
         threads_after = server.threads()
     finally:
-        sampler.stop()
-        server.stop()
+        try:
+            sampler.stop()
+        finally:
+            server.stop()
     xs = np.array([p[0] for p in points], float)
     ys = np.array([p[1] for p in points], float)
     # RSS at a session's end depends on what the other concurrent sessions are doing then:
@@ -860,8 +865,10 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
             if not row["held"] and n >= args.min_n:
                 break
     finally:
-        sampler.stop()
-        server.stop()
+        try:
+            sampler.stop()
+        finally:
+            server.stop()
     held = [r["n"] for r in rows if r["held"]]
     # capacity: the largest N such that it and every smaller level held
     capacity = 0
@@ -882,8 +889,10 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
                 base_rows.append(b)
                 progress.line(f"decode-only N={r['n']}: cpu/stream {b['cpu_s_per_stream_s']}")
         finally:
-            sampler.stop()
-            server.stop()
+            try:
+                sampler.stop()
+            finally:
+                server.stop()
 
     leak = None if args.no_leak else leak_check(args, pool, work, progress)
     prof = profile_level(args.profile, args, pool, work, progress) if args.profile else None
