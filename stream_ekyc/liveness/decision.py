@@ -40,6 +40,8 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
     "nose": ("nose", -1.0, 1.0),
     "flatness": ("flatness", 0.0, 1.5),
     "nonplanar": ("nonplanar", 0.0, 1.5),
+    "falloff": ("falloff", -0.5, 0.6),
+    "falloff_z": ("falloff_z", -6.0, 12.0),
     "tilt": ("tilt", 0.0, 2.0),
     "spec_rg": ("spec_rg", -2.0, 2.0),
     "spec_gb": ("spec_gb", -2.0, 2.0),
@@ -60,7 +62,7 @@ class DecisionConfig:
     min_background_share: float = 0.8  # the far background must be visible around the head
     min_luma: float = 35.0
     max_crushed: float = 0.35
-    max_clipped: float = 0.12
+    max_clipped: float = 0.4          # median share of face pixels at the sensor limit
     min_rel_response: float = 0.04   # response to white / ambient below this: too weak to judge
     min_f_stat: float = 4.0
     max_null_response: float = 0.012  # below this relative response the face ignores the screen

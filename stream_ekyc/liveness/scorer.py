@@ -134,6 +134,36 @@ def _rel(beta: np.ndarray) -> float:
     return float(resp / level)
 
 
+# the face's interior: columns u = -0.5, 0, +0.5 IOD, rows v = -0.25 … 1.25 IOD (forehead
+# to mouth); the outer cells can hold hair, ears or the background beyond the cheek
+_INNER_ROWS, _INNER_COLS = (1, 2, 3, 4), (1, 2, 3)
+_INNER = np.array([r * GRID_COLS + c for r in _INNER_ROWS for c in _INNER_COLS])
+
+
+def _inner_shape(v: dict[str, float], rel_p: np.ndarray, se_p: np.ndarray) -> None:
+    """3D shape of the response inside the face, with its noise taken into account.
+
+    ``falloff``: centre column (forehead centre, nose, philtrum) over the cheek columns
+    either side — a head's surface turns away from the screen towards the cheeks, a flat
+    or gently bent sheet does not; ``falloff_z`` is the same difference in units of its
+    standard error, so a noisy session cannot fake it; ``planar_chi2``: how far the
+    interior departs from any plane (a tilted print is a plane), per degree of freedom."""
+    rel, se = rel_p[_INNER], np.maximum(se_p[_INNER], 1e-6)
+    mean = float(np.mean(rel))
+    grid = rel.reshape(len(_INNER_ROWS), len(_INNER_COLS))
+    sgrid = se.reshape(grid.shape)
+    centre, sides = grid[:, 1].mean(), grid[:, [0, 2]].mean()
+    se_diff = float(np.sqrt((sgrid[:, 1] ** 2).sum() / 16 + (sgrid[:, [0, 2]] ** 2).sum() / 64))
+    v["falloff"] = float((centre - sides) / mean) if mean > 1e-3 else 0.0
+    v["falloff_z"] = float((centre - sides) / se_diff)
+    u = PATCH_U[_INNER]
+    w = PATCH_V[_INNER]
+    plane = np.column_stack([np.ones_like(u), u, w]) / se[:, None]
+    coef, *_ = np.linalg.lstsq(plane, rel / se, rcond=None)
+    resid = rel / se - plane @ coef
+    v["planar_chi2"] = float((resid ** 2).sum() / (len(rel) - 3))
+
+
 def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -> Features:
     feats = Features()
     q = feats.quality
@@ -238,10 +268,18 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         v["mult_slope"] = float("nan")
 
     patches = np.array([r.patches for r in rows])                # (n, 30, 3)
-    p_beta, _ = _solve(xb, patches.reshape(n, -1))
+    p_beta, p_ssr = _solve(xb, patches.reshape(n, -1))
     p_beta = p_beta[0].reshape(7, -1, 3)
     lev_p = p_beta[1].sum(axis=1)
     rel_p = p_beta[3:6].sum(axis=(0, 2)) / np.maximum(lev_p, 1e-6)
+    # standard error of each patch's relative response: Var(sum of the colour betas) per
+    # channel is sigma_c^2 * a'(X'X)^-1 a with a selecting the three colour columns
+    xtx_inv = np.linalg.pinv(xb[0].T @ xb[0])
+    a = np.zeros(7)
+    a[3:6] = 1.0
+    sigma2 = p_ssr[0].reshape(-1, 3) / max(1, n - 7)
+    se_p = np.sqrt(sigma2.sum(axis=1) * float(a @ xtx_inv @ a)) / np.maximum(lev_p, 1e-6)
+    _inner_shape(v, rel_p, se_p)
     face_cells = (PATCH_U ** 2 / 1.15 ** 2 + (PATCH_V - 0.5) ** 2 / 1.45 ** 2) <= 1.0
     mean_rel = float(np.mean(rel_p[face_cells]))
     if mean_rel > 1e-3 and face_cells.sum() >= 8:

@@ -22,7 +22,7 @@ def test_a_clean_responsive_face_is_judged_on_its_evidence():
     (dict(drop_after=2.0), "face_lost"),
     (dict(motion=0.8), "moving_too_much"),
     (dict(luma=20.0, crushed=0.5), "too_dark"),
-    (dict(clipped=0.4), "too_bright"),
+    (dict(clipped=0.6), "too_bright"),
     (dict(fps=3.0), "too_few_frames"),
     (dict(response=0.025, bg_response=0.0003), "weak_response"),
 ])
