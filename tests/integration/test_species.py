@@ -1,0 +1,74 @@
+"""Seeded simulated sessions of every species through the same path as ``stream-ekyc score``.
+
+The seeds (700000–700002) are outside both the tuning and the report ranges of the
+accuracy benchmark. What the engine guarantees today is asserted; what it does not yet
+achieve is marked xfail(strict) so that the day it does, the marker must go.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream_ekyc import challenge as C
+from stream_ekyc.offline import score_video
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import simulate  # noqa: E402
+
+SEEDS = (700000, 700001, 700002)
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory) -> dict[tuple[str, int], dict]:
+    out = tmp_path_factory.mktemp("species")
+    res = {}
+    for species in simulate.SPECIES:
+        for seed in SEEDS:
+            r = simulate.render_session(species, seed, out, size=(640, 480))
+            res[(species, seed)] = score_video(r.video, C.load(str(r.challenge)))
+    return res
+
+
+@pytest.mark.parametrize("species", ["print", "replay", "injected_static", "injected_other", "late"])
+def test_attacks_are_never_live(verdicts, species):
+    for seed in SEEDS:
+        v = verdicts[(species, seed)]
+        assert v["verdict"] != "live", (species, seed, v["score"], v["features"])
+
+
+def test_timing_and_response_gates_catch_what_they_should(verdicts):
+    for seed in SEEDS:
+        assert verdicts[("late", seed)]["verdict"] == "spoof"
+        for species in ("injected_static", "injected_other"):
+            assert verdicts[(species, seed)]["verdict"] != "live"
+    # a live face never trips the timing or the no-response gates
+    for seed in SEEDS:
+        reasons = verdicts[("bona_fide", seed)]["reasons"]
+        assert "late_response" not in reasons and "no_response_to_colours" not in reasons
+
+
+def test_every_result_has_the_documented_shape(verdicts):
+    for (species, seed), v in verdicts.items():
+        assert v["verdict"] in ("live", "spoof", "retry")
+        assert 0.0 <= v["score"] <= 1.0 and 0 <= v["confidence"] <= 100
+        assert v["frames"] >= v["frames_with_face"] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="the calibrated model still rejects many genuine sessions "
+                   "(tuning BPCER 62 % at the shipped threshold): the 3D shape cues are too weak "
+                   "in the simulator's sessions — see benchmarks/results/accuracy.json")
+def test_genuine_sessions_are_live(verdicts):
+    for seed in SEEDS:
+        assert verdicts[("bona_fide", seed)]["verdict"] == "live"
+
+
+@pytest.mark.xfail(strict=True, reason="printed cut-outs in front of a real background are not yet "
+                   "separated from live faces reliably (same response timing, background and "
+                   "reflectance behaviour; the shape cues overlap)")
+def test_cutouts_are_never_live(verdicts):
+    for seed in SEEDS:
+        assert verdicts[("cutout", seed)]["verdict"] != "live"
