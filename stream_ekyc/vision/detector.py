@@ -22,8 +22,6 @@ not truncated the results are identical.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import cv2
 import numpy as np
 
 from stream_ekyc import models
+from stream_ekyc._local import ProcessWide, atomic_write
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32
@@ -157,20 +156,7 @@ def dynamic_model_path(source: Path | None = None) -> Path:
             return target
         derived = _make_dynamic(onnx.load(str(source)), sha)
         target_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=target.name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(derived.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            _check_runs_dynamic(Path(tmp))
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(target, derived.SerializeToString(), check=_check_runs_dynamic, mode=0o644)
     return target
 
 
@@ -334,17 +320,9 @@ class YuNet:
         return rows15
 
 
-_detector: YuNet | None = None
-_detector_lock = threading.Lock()
+_detector = ProcessWide(lambda: YuNet())
 
 
 def get_detector() -> YuNet:
     """The process-wide detector (created on first use, once)."""
-    global _detector
-    det = _detector
-    if det is None:
-        with _detector_lock:
-            det = _detector
-            if det is None:
-                det = _detector = YuNet()
-    return det
+    return _detector.get()

@@ -9,12 +9,12 @@ similarity of two embeddings is their dot product.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from stream_ekyc import models
+from stream_ekyc._local import ProcessWide
 
 from . import align
 
@@ -67,20 +67,12 @@ class SFace:
         return self.embed_aligned(align.align(image_bgr, landmarks))
 
 
-_embedder: SFace | None = None
-_embedder_lock = threading.Lock()
+_embedder = ProcessWide(lambda: SFace())
 
 
 def get_embedder() -> SFace:
     """The process-wide embedder (created on first use, once)."""
-    global _embedder
-    emb = _embedder
-    if emb is None:
-        with _embedder_lock:
-            emb = _embedder
-            if emb is None:
-                emb = _embedder = SFace()
-    return emb
+    return _embedder.get()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
