@@ -525,60 +525,53 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
 # ======================================================================================
 
 def leak_check(args: argparse.Namespace, pool: list[Path], work: Path, progress: Progress) -> dict[str, Any]:
+    """Consecutive sessions in waves of ``--leak-concurrency`` on a fresh server; RSS read
+    when each wave has ended and the server is idle (steadier than under load)."""
     server = Server(work, decode_only=False, max_sessions=64, threads=args.threads)
-    sampler = RssSampler(server, every=0.5)
-    sampler.start()
+    conc = args.leak_concurrency
+    waves = max(1, args.leak_sessions // conc)
     points: list[tuple[int, float]] = []
+    sess: list[dict[str, Any]] = []
+    stored: dict[str, dict[str, Any]] = {}
     try:
-        per_slot = max(1, args.leak_sessions // args.leak_concurrency)
-        slots = plan_slots(args.leak_concurrency, args.attack_share, args.attack_kinds, pool, per_slot,
-                           args.stagger, 7)
-
-        def on_session(_: dict[str, Any]) -> None:
-            points.append((len(points) + 1, server.rss_mb()))
-
         threads_before = server.threads()
+        rss_before = server.rss_mb()
         t0, cpu0 = time.monotonic(), server.cpu_s()
-        sess, _ = run_clients(server, slots, work, procs=2, timeout_s=args.session_timeout, decode_only_s=None,
-                              progress=progress, label=f"leak check x{per_slot * len(slots)}",
-                              on_session=on_session)
+        for w in range(waves):
+            slots = plan_slots(conc, args.attack_share, args.attack_kinds, pool, 1, 0.5, 100 + w)
+            got, _ = run_clients(server, slots, work, procs=2, timeout_s=args.session_timeout, decode_only_s=None,
+                                 progress=progress, label=f"leak check {len(sess) + conc}/{waves * conc}")
+            sess += got
+            stored.update(wait_final(server, [s["session_id"] for s in got if s.get("session_id")]))
+            time.sleep(0.5)
+            points.append((len(sess), server.rss_mb()))
         wall, cpu = time.monotonic() - t0, server.cpu_s() - cpu0
-        stored = wait_final(server, [s["session_id"] for s in sess if s.get("session_id")])
         threads_after = server.threads()
     finally:
-        try:
-            sampler.stop()
-        finally:
-            server.stop()
+        server.stop()
     xs = np.array([p[0] for p in points], float)
     ys = np.array([p[1] for p in points], float)
-    # RSS at a session's end depends on what the other concurrent sessions are doing then:
-    # medians of blocks of 20 sessions; the allocator's arenas and lazily created threads
-    # grow over the first tens of sessions, so the trend is fitted on the second half
-    block = 20
-    bx = [float(np.median(xs[i:i + block])) for i in range(0, len(xs) - block // 2, block)]
-    by = [float(np.median(ys[i:i + block])) for i in range(0, len(xs) - block // 2, block)]
-    half = [i for i, x in enumerate(bx) if x >= len(xs) / 2]
-    slope = float(np.polyfit([bx[i] for i in half], [by[i] for i in half], 1)[0] * 100) if len(half) >= 3 else None
-    rest = [i for i, x in enumerate(bx) if x >= block]
-    slope_warm = float(np.polyfit([bx[i] for i in rest], [by[i] for i in rest], 1)[0] * 100) if len(rest) >= 3 else None
-    slope_all = float(np.polyfit(xs, ys, 1)[0] * 100) if len(xs) > 2 else None
+    # the allocator's arenas and lazily created threads grow over the first tens of
+    # sessions: the trend is fitted on the second half (and, for comparison, after 40)
+    fit = lambda m: float(np.polyfit(xs[m], ys[m], 1)[0] * 100) if m.sum() >= 3 else None  # noqa: E731
+    slope = fit(xs > len(sess) / 2)
+    slope_40 = fit(xs > 40)
     states: dict[str, int] = {}
     for v in stored.values():
         states[v["state"]] = states.get(v["state"], 0) + 1
+    r = lambda v: None if v is None else round(v, 2)  # noqa: E731
     return {
-        "sessions": len(sess), "concurrency": args.leak_concurrency, "wall_s": round(wall, 1),
+        "sessions": len(sess), "concurrency": conc, "waves": waves, "wall_s": round(wall, 1),
         "server_cpu_s": round(cpu, 1), "states": states,
+        "rss_before_mb": round(rss_before, 1),
         "rss_first_mb": round(float(ys[0]), 1) if len(ys) else None,
         "rss_last_mb": round(float(ys[-1]), 1) if len(ys) else None,
         "rss_max_mb": round(float(ys.max()), 1) if len(ys) else None,
-        "slope_mb_per_100_sessions": None if slope is None else round(slope, 2),
-        "slope_method": f"least squares over medians of blocks of {block} sessions, second half of the run",
-        "slope_mb_per_100_sessions_after_first_block": None if slope_warm is None else round(slope_warm, 2),
-        "block_medians_mb": [[round(a), round(b, 1)] for a, b in zip(bx, by)],
-        "slope_mb_per_100_sessions_raw_incl_warmup": None if slope_all is None else round(slope_all, 2),
+        "slope_mb_per_100_sessions": r(slope),
+        "slope_method": "least squares on the idle RSS after each wave, second half of the run",
+        "slope_mb_per_100_sessions_after_40": r(slope_40),
         "server_threads_before": threads_before, "server_threads_after": threads_after,
-        "rss_by_session": [[int(a), round(b, 1)] for a, b in points[:: max(1, len(points) // 100)]],
+        "rss_by_session": [[int(a), round(b, 1)] for a, b in points],
     }
 
 
