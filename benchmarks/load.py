@@ -686,6 +686,14 @@ def machine_info() -> dict[str, Any]:
             "loadavg_at_start": list(os.getloadavg())}
 
 
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def other_load() -> list[str]:
     """Other benchmark processes on the machine (they share the cores with this one)."""
     try:
@@ -715,7 +723,7 @@ def plot(rows: list[dict[str, Any]], base: list[dict[str, Any]], path: Path, cap
     ax[1].axhline(DEADLINE_VERDICT_MS, color="r", lw=0.8, ls=":", label="verdict deadline 500 ms")
     ax[1].set_title("p95 latencies (ms)")
     ax[1].set_xlabel("concurrent sessions N")
-    ax[1].set_yscale("symlog", linthresh=10)
+    ax[1].set_yscale("log")
     ax[1].legend(fontsize=8)
     ax[2].plot(ns, [100 * r["drop_share"] for r in rows], "o-")
     ax[2].axhline(100 * MAX_DROP_SHARE, color="r", lw=0.8, ls=":", label="10 % limit")
@@ -792,6 +800,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--png", default=None, help="default: next to --out, .png")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary data (sessions, logs)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the report (repeatable)")
     a = ap.parse_args(argv)
     try:
         a.levels = sorted({int(x) for x in a.levels.split(",") if x.strip()})
@@ -812,7 +821,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     progress = Progress(args.quiet)
-    notes: list[str] = []
+    notes: list[str] = list(args.note)
     busy = other_load()
     if busy:
         notes.append(f"measured while {len(busy)} other benchmark process(es) (benchmarks/accuracy.py) shared the cores")
@@ -938,7 +947,7 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
         "criteria": {"outcome_within_s_of_answer": DEADLINE_OUTCOME_S,
                      "verdict_after_window_ms_max": DEADLINE_VERDICT_MS, "drop_share_max": MAX_DROP_SHARE},
         "rows": rows, "decode_only_rows": base_rows, "leak_check": leak, "profile": prof,
-        "machine": info, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": info, "commit": git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1), "notes": notes,
     }
     return report
