@@ -473,11 +473,10 @@ class LivePipeline:
             lat = np.array(self.latencies)
             self.timings["analysis_latency_p50_ms"] = round(float(np.percentile(lat, 50)) * 1000, 2)
             self.timings["analysis_latency_p95_ms"] = round(float(np.percentile(lat, 95)) * 1000, 2)
-        ch = getattr(self, "_scored_challenge", None)
-        origin_shift = 0.0
+        ch = getattr(self, "_scored_challenge", None)   # on the session clock, like the records
         ev.packet = {
             "version": 1,
-            "challenge": ch.shifted(origin_shift).to_dict() if ch is not None else None,
+            "challenge": ch.to_dict() if ch is not None else None,
             "acks": self.acks, "caps": self.caps,
             "records": [r.to_dict() for r in self.records],
             "features": verdict.features if verdict else {},
