@@ -5,9 +5,17 @@
 //       Replace navigator.mediaDevices.getUserMedia with a canvas.captureStream() of the
 //       photo `image` (URL, data URL, Blob, <img>, ImageBitmap or canvas) lit, physically,
 //       by the colour the page is showing at that moment:
-//         linear_out = albedo · (ambient + k · g(x) · screen_linear_rgb)
+//         linear_out = albedo · (ambient + k · g(x) · R · screen_linear_rgb)
+//       R (`response`, camera channel × screen primary, rows summing to 1) is how skin
+//       under a screen primary reaches each camera channel: cameras' and screens' spectra
+//       overlap, so a red screen also lifts green a little, more on skin than on grey.
 //       albedo = the photo in linear light (sRGB decoded once); g = a smooth dome over the
 //       face (centre brighter than the sides) falling to `background` far from it.
+//       With `opts.maps` (a URL of 12 little-endian float32 per pixel: ambient RGB, then the
+//       RGB that the red, green and blue primaries each add at full power) the frame is
+//       instead the scene those light maps describe: linear_out = M0 + M1·R + M2·G + M3·B,
+//       R, G, B the screen's colour in linear light (tests/e2e/scenes.py makes such maps
+//       from the benchmark's simulator); `image` is then unused and may be null.
 //   stopSyntheticCamera(), failCamera(name), screenColour(), consentAndStart(),
 //   waitForState(name, ms), waitForOutcome(ms), cameraStats()
 //   states, stateLog, received, sent, acks, paints, outcome, error (records)
@@ -79,11 +87,19 @@ const DEFAULTS = Object.freeze({
   flatLevel: 0.7, // g everywhere in "flat" mode
   delayMs: 0, // extra delay before the light shows on the face (late-response tests)
   mirror: false, // flip the photo left-right
+  // camera channel × screen primary response of skin, rows normalised to 1: the median over
+  // 40 bona fide sessions of benchmarks/simulate.py (spectral skin, screen and camera models)
+  response: [
+    [0.689, 0.285, 0.016],
+    [0.238, 0.549, 0.198],
+    [0.016, 0.26, 0.704],
+  ],
 });
 
 class SyntheticCamera {
-  constructor(image, opts) {
+  constructor(image, opts, lightMaps = null) {
     this.o = { ...DEFAULTS, ...(opts || {}) };
+    this.lightMaps = lightMaps;
     const { width: W, height: H } = this.o;
     this.W = W;
     this.H = H;
@@ -106,6 +122,14 @@ class SyntheticCamera {
   /** Precompute the linear albedo, the shading map and the noise table once. */
   prepare() {
     const { W, H, o } = this;
+    if (this.lightMaps) {
+      if (this.lightMaps.length !== W * H * 12) {
+        throw new RangeError(`light maps hold ${this.lightMaps.length} floats, expected ${W * H * 12}`);
+      }
+      this.face = o.face ? { cx: o.face.cx, cy: o.face.cy, rx: 0.6 * o.face.w, ry: 0.6 * o.face.h } : null;
+      this.prepareOutput();
+      return;
+    }
     const img = this.image;
     const iw = img.naturalWidth || img.width;
     const ih = img.naturalHeight || img.height;
@@ -190,16 +214,19 @@ class SyntheticCamera {
       }
     }
     this.shade = shade;
-
-    const noise = new Float32Array(NOISE_LEN);
-    for (let i = 0; i < NOISE_LEN; i++) noise[i] = o.noise * gaussian();
-    this.noise = noise;
-
-    this.out = ctx.createImageData(W, H);
-    const d = this.out.data;
-    for (let p = 3; p < d.length; p += 4) d[p] = 255;
+    this.prepareOutput();
     const amb = Array.isArray(o.ambient) ? o.ambient : [o.ambient, o.ambient, o.ambient];
     this.ambient = amb.map(Number);
+  }
+
+  /** The noise table and the output image (opaque). */
+  prepareOutput() {
+    const noise = new Float32Array(NOISE_LEN);
+    for (let i = 0; i < NOISE_LEN; i++) noise[i] = this.o.noise * gaussian();
+    this.noise = noise;
+    this.out = this.ctx.createImageData(this.W, this.H);
+    const d = this.out.data;
+    for (let p = 3; p < d.length; p += 4) d[p] = 255;
   }
 
   /** The colour the page shows now, or delayMs ago. */
@@ -214,10 +241,48 @@ class SyntheticCamera {
   draw(now) {
     const t0 = performance.now();
     const rgb = this.lightNow(now);
+    if (this.lightMaps) this.drawMaps(rgb);
+    else this.drawPhoto(rgb);
+    this.ctx.putImageData(this.out, 0, 0);
+    const ms = performance.now() - t0;
+    this.stats.frames += 1;
+    this.stats.totalMs += ms;
+    if (ms > this.stats.maxMs) this.stats.maxMs = ms;
+    this.lastDraw = now;
+  }
+
+  /** linear_out = M0 + M1·R + M2·G + M3·B (a static mode shows M0 only). */
+  drawMaps(rgb) {
+    const on = this.o.mode === "static" ? 0 : 1;
+    const r = on * SRGB_TO_LINEAR[rgb[0]];
+    const g = on * SRGB_TO_LINEAR[rgb[1]];
+    const b = on * SRGB_TO_LINEAR[rgb[2]];
+    const M = this.lightMaps;
+    const Z = this.noise;
+    const E = LINEAR_TO_SRGB;
+    const D = this.out.data;
+    const n = this.W * this.H;
+    const top = LIN_STEPS - 1;
+    let z = (Math.random() * NOISE_LEN) | 0;
+    for (let i = 0, m = 0, p = 0; i < n; i++, m += 12, p += 4) {
+      for (let c = 0; c < 3; c++) {
+        const v = M[m + c] + M[m + 3 + c] * r + M[m + 6 + c] * g + M[m + 9 + c] * b;
+        let q = (v * top + 0.5) | 0;
+        q = q < 0 ? 0 : q > top ? top : q;
+        D[p + c] = E[q] + Z[z++ & 0xffff];
+      }
+    }
+  }
+
+  drawPhoto(rgb) {
     const k = this.o.mode === "static" ? 0 : this.o.k;
-    const sr = k * SRGB_TO_LINEAR[rgb[0]];
-    const sg = k * SRGB_TO_LINEAR[rgb[1]];
-    const sb = k * SRGB_TO_LINEAR[rgb[2]];
+    const pr = k * SRGB_TO_LINEAR[rgb[0]];
+    const pg = k * SRGB_TO_LINEAR[rgb[1]];
+    const pb = k * SRGB_TO_LINEAR[rgb[2]];
+    const R = this.o.response;
+    const sr = R[0][0] * pr + R[0][1] * pg + R[0][2] * pb;
+    const sg = R[1][0] * pr + R[1][1] * pg + R[1][2] * pb;
+    const sb = R[2][0] * pr + R[2][1] * pg + R[2][2] * pb;
     const [ar, ag, ab] = this.ambient;
     const A = this.albedo;
     const G = this.shade;
@@ -236,12 +301,6 @@ class SyntheticCamera {
       q = (A[j + 2] * (ab + s * sb) * top + 0.5) | 0;
       D[p + 2] = E[q > top ? top : q] + Z[z++ & 0xffff];
     }
-    this.ctx.putImageData(this.out, 0, 0);
-    const ms = performance.now() - t0;
-    this.stats.frames += 1;
-    this.stats.totalMs += ms;
-    if (ms > this.stats.maxMs) this.stats.maxMs = ms;
-    this.lastDraw = now;
   }
 
   start() {
@@ -304,8 +363,16 @@ export function installTestHook() {
 
     async useSyntheticCamera(image, opts = {}) {
       if (camera) camera.stop();
-      const img = await loadImage(image);
-      camera = new SyntheticCamera(img, opts);
+      let img = null;
+      let maps = null;
+      if (opts.maps) {
+        const resp = await fetch(opts.maps);
+        if (!resp.ok) throw new Error(`light maps: HTTP ${resp.status}`);
+        maps = new Float32Array(await resp.arrayBuffer());
+      } else {
+        img = await loadImage(image);
+      }
+      camera = new SyntheticCamera(img, opts, maps);
       if (md) {
         md.getUserMedia = async (constraints) => {
           if (failure) {

@@ -1,11 +1,13 @@
 """End-to-end fixtures: the real server (``stream-ekyc serve --demo``) as a subprocess on
 127.0.0.1 with loopback-only ICE, and Debian's Chromium driven by Playwright (never a
-downloaded browser). Results the server stored are read from its SQLite file and its media
-directory (the demo app's API key is never shown, by design).
+downloaded browser). Results the server stored are read from its SQLite file and, through the
+media store (which decrypts), its media directory (the demo app's API key is never shown, by
+design).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,9 +75,26 @@ class Server:
             time.sleep(0.1)
 
     def packet(self, sid: str) -> dict[str, Any] | None:
-        """The algorithm packet (challenge, records, features, verdict) from the media store."""
-        p = self.data_dir / "media" / sid / "packet" / "packet.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        """The algorithm packet (challenge, records, features, verdict), read and decrypted
+        through the media store the server wrote it with."""
+        from stream_ekyc.stores import media_from_url, records_from_url
+        from stream_ekyc.stores.media import media_key
+
+        async def read() -> bytes | None:
+            records = records_from_url(f"sqlite:///{self.data_dir / 'records.sqlite3'}")
+            await records.start()
+            media = media_from_url(f"file://{self.data_dir / 'media'}", records)
+            try:
+                await media.start()
+                return await media.get(media_key(sid, "packet", "packet.json"))
+            finally:
+                await media.close()
+                await records.close()
+
+        # a thread of its own: Playwright's sync API keeps an event loop running in this one
+        with ThreadPoolExecutor(1) as pool:
+            raw = pool.submit(asyncio.run, read()).result()
+        return json.loads(raw) if raw is not None else None
 
 
 @pytest.fixture(scope="module")

@@ -110,3 +110,77 @@ def write_replay_y4m(path: Path, framed: Framed, seconds: float = 4.0, fps: int 
             f.write(b"FRAME\n")
             f.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
     return path
+
+
+# --- a simulated bona fide applicant, as linear light maps for the synthetic camera ----------
+
+# A still applicant (no drift, tremor, nod or shake), a locked exposure and white balance, no
+# flicker: the page's synthetic camera cannot move a 3-D head, and its frames must be a pure
+# function of the colour on screen.
+STILL = dict(size=[W, H], drift_px_s=0.0, shake_px=0.0, hand_held=False, ae_mode="locked",
+             wb_mode="fixed", flicker_depth=0.0, ambient_drift_per_s=0.0,
+             ambient_wobble=[0.0, 2.0, 0.0], tremor=[[0.0, 1.0, 0.0, 0.0]] * 3,
+             roll_wobble_deg=[0.0, 0.2, 0.0], nod=[0.0, 0.4, 0.0, "pitch"], readout_s=0.0)
+
+
+@dataclass(frozen=True)
+class LightMaps:
+    """What a camera sees of a scene, linear in the light on screen: the frame in linear RGB
+    (0..1, after the camera's gain and white balance) is
+    ``maps[0] + maps[1]·R + maps[2]·G + maps[3]·B`` with (R, G, B) the screen's colour in
+    linear light."""
+    maps: np.ndarray                      # (4, H, W, 3) float32, RGB
+    face: tuple[float, float, float, float]   # face box centre and size in frame pixels
+    photo: str
+    ambient_ratio: float
+
+    def to_bytes(self) -> bytes:
+        """Per pixel 12 little-endian float32: ambient RGB, then the R, G, B primaries' RGB."""
+        return np.ascontiguousarray(self.maps.transpose(1, 2, 0, 3), dtype="<f4").tobytes()
+
+    def frame(self, screen_rgb: tuple[int, int, int]) -> np.ndarray:
+        """The noiseless frame (BGR uint8) while the screen shows ``screen_rgb`` (sRGB)."""
+        lin = _srgb_to_linear(np.asarray(screen_rgb, np.float64) / 255.0)
+        img = self.maps[0] + np.tensordot(lin, self.maps[1:], axes=(0, 0))
+        return (_linear_to_srgb(img)[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
+
+
+def simulated_bona_fide(seed: int) -> LightMaps:
+    """The light maps of ``benchmarks/simulate.py``'s bona fide session ``seed`` held still:
+    the same 3-D head, spectral skin, screen, ambient, far background and camera as the
+    accuracy benchmark renders, at the converged exposure of its first frame."""
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    if str(root / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(root / "benchmarks"))
+    import simulate
+
+    s = simulate.Session("bona_fide", seed, dict(STILL))
+    frames = s.frames()
+    _, first = next(frames)               # packs the static maps and converges AE / WB
+    frames.close()
+    gain = s.ae_log[0]
+    wb = np.exp(np.asarray(s.p["wb_error"])) / s.T
+    wb = wb / wb[1]
+    dx, dy, roll = s._obj_motion(float(s.times[0]))
+    affine = s._affine(dx, dy, roll)
+    obj = s.obj_maps.reshape(s.Hc, s.Wc, 4, 5)
+    alpha = cv2.warpAffine(np.ascontiguousarray(obj[:, :, 3, 4]), affine, (W, H), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+    bg = s.bg_maps.reshape(H, W, 3, 4)
+    maps = np.empty((4, H, W, 3), np.float32)
+    for k in range(4):
+        layer = cv2.warpAffine(np.ascontiguousarray(obj[:, :, :3, k]), affine, (W, H),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        bgr = layer + bg[..., k] * (1.0 - alpha[..., None])
+        maps[k] = (bgr * (gain * wb[::-1]))[..., ::-1]         # BGR → RGB, camera gain and WB
+    meta = s.meta()
+    x0, y0, x1, y1 = meta["face_region_px"]
+    lm = LightMaps(maps, ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), meta["photo"],
+                   float(meta["ambient_ratio"]))
+    # the maps reproduce the simulator's own first frame (noise aside)
+    rest = tuple(int(v) for v in s.p["rest_rgb"])
+    diff = np.abs(lm.frame(rest).astype(np.int16) - first.astype(np.int16))
+    assert float(np.median(diff)) <= 3.0, float(np.median(diff))
+    return lm
