@@ -56,6 +56,15 @@ class Settings:
     log_level: str = "INFO"
     max_body_bytes: int = 12 * 1024 * 1024
     web_dir: Path | None = None     # the page's files; default: the repository's web_client/
+    # media at rest: per-session data keys, optionally wrapped by this key (base64 of 32 bytes)
+    master_key: bytes | None = field(default=None, repr=False)
+    # media in S3 (STREAM_EKYC_MEDIA_URL=s3://bucket/prefix): endpoint for non-AWS stores;
+    # credentials default to the AWS variables / profile chain when these are empty
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
+    retention_interval_s: float = 60.0  # the media retention sweeper's period (in the service)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -218,6 +227,23 @@ def _ice_servers(label: str, v: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _master_key(label: str, v: Any) -> bytes:
+    if isinstance(v, (bytes, bytearray)) and len(v) == 32:
+        return bytes(v)
+    from .stores.crypto import parse_master_key
+    try:
+        return parse_master_key(str(v))
+    except ValueError as e:
+        raise ConfigError(f"{label}: {e}") from None
+
+
+def _s3_endpoint(label: str, v: Any) -> str:
+    s = _url_with_scheme(label, v, ("http", "https")).rstrip("/")
+    if not urlsplit(s).hostname:
+        raise ConfigError(f"{label}: expected http(s)://host[:port]")
+    return s
+
+
 def _log_level(label: str, v: Any) -> str:
     s = _str(label, v).upper()
     if s not in _LOG_LEVELS:
@@ -254,6 +280,12 @@ _PARSERS: dict[str, Any] = {
     "log_level": _log_level,
     "max_body_bytes": lambda l, v: _int(l, v, 1024, 1 << 30),
     "web_dir": _path,
+    "master_key": _master_key,
+    "s3_endpoint": _s3_endpoint,
+    "s3_region": _region,
+    "s3_access_key_id": lambda l, v: _str(l, v, max_len=256),
+    "s3_secret_access_key": lambda l, v: _str(l, v, max_len=256),
+    "retention_interval_s": lambda l, v: _float(l, v, 0.0, 86400.0),
 }
 
 
