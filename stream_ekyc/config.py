@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from .pricing import PriceError, PriceTable
+
 ENV_PREFIX = "STREAM_EKYC_"
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,6 +45,8 @@ class Settings:
     public_url: str = ""            # derived: http://<host>:<port>
     session_ttl_s: float = 180.0    # how long a created session can wait for its offer
     media_ttl_s: float = 7200.0     # media is deleted this long after capture
+    records_ttl_s: float = 730 * 86400.0  # monitoring, operation logs, sessions: kept 2 years
+    prices: PriceTable = field(default_factory=PriceTable.default)  # fee per interface (pricing.py)
     max_sessions: int = 8           # concurrent live sessions; beyond: 503 busy
     analysis_threads: int = 2       # the shared CPU executor's size
     demo: bool = False
@@ -186,6 +190,15 @@ def _media_url(label: str, v: Any) -> str:
     return s
 
 
+def _prices(label: str, v: Any) -> PriceTable:
+    if isinstance(v, PriceTable):
+        return v
+    try:
+        return PriceTable.parse(v)
+    except PriceError as e:
+        raise ConfigError(f"{label}: {e}") from None
+
+
 def _public_url(label: str, v: Any) -> str:
     s = _url_with_scheme(label, v, ("http", "https")).rstrip("/")
     parts = urlsplit(s)
@@ -267,6 +280,8 @@ _PARSERS: dict[str, Any] = {
     "public_url": _public_url,
     "session_ttl_s": lambda l, v: _float(l, v, 0.0, 86400.0),
     "media_ttl_s": lambda l, v: _float(l, v, 0.0, 30 * 86400.0),
+    "records_ttl_s": lambda l, v: _float(l, v, 0.0, 100 * 366 * 86400.0),
+    "prices": _prices,
     "max_sessions": lambda l, v: _int(l, v, 1, 10000),
     "analysis_threads": lambda l, v: _int(l, v, 1, 256),
     "demo": _bool,

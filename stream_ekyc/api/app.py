@@ -281,8 +281,9 @@ async def _record_call(request: web.Request, interface: str, route: str, status:
                  "detail": redact({"status": status, "error": code, "body": _response_shape(response)})})
     try:
         records = app[RECORDS]
-        await records.add_monitoring(call_id, app_id, interface, result, start, end,
-                                     app[SETTINGS].region, int(request.get(FEE_UNITS, 0)))
+        settings = app[SETTINGS]
+        fee = settings.prices.fee_micros(interface, int(request.get(FEE_UNITS, 0)))
+        await records.add_monitoring(call_id, app_id, interface, result, start, end, settings.region, fee)
         await records.add_op_logs(rows)
     except Exception:
         log.exception("could not record call %s (%s)", call_id, interface)

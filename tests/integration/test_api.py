@@ -39,6 +39,7 @@ from stream_ekyc.config import ConfigError, Settings
 from stream_ekyc.stores.media import LocalMediaStore, MediaKeyError, audit_frame_name, media_from_url, media_key
 from stream_ekyc.stores.records import records_from_url
 from stream_ekyc.stores.redact import RedactingFilter
+from stream_ekyc.stores.sql import LATEST_VERSION
 
 from .conftest import OFFER_SDP, StubLive, auth, serve
 
@@ -603,7 +604,7 @@ def test_settings_from_env(tmp_path):
             Settings.from_env(env)
         assert "\n" not in str(e.value) and "STREAM_EKYC_" in str(e.value)
     with pytest.raises(ConfigError):
-        records_from_url("postgresql://db/ekyc")
+        records_from_url("mysql://db/ekyc")
 
 
 async def test_records_migrations_and_token_atomicity(tmp_path):
@@ -611,7 +612,7 @@ async def test_records_migrations_and_token_atomicity(tmp_path):
     rec = records_from_url(url)
     await rec.start()
     try:
-        assert await rec.schema_version() == 1
+        assert await rec.schema_version() == LATEST_VERSION
         await rec.create_app("app_x", "x", "h" * 64, 1.0)
         await rec.create_session("ses_1", "app_x", "t" * 64, {}, now=10.0, expires_at=20.0)
         assert await rec.consume_client_token("ses_1", "u" * 64, 11.0) == (None, "unknown")
@@ -626,7 +627,7 @@ async def test_records_migrations_and_token_atomicity(tmp_path):
         await rec.close()
     rec = records_from_url(url)  # reopening does not re-run migrations
     await rec.start()
-    assert await rec.schema_version() == 1
+    assert await rec.schema_version() == LATEST_VERSION
     await rec.close()
 
 
