@@ -1,4 +1,4 @@
-"""Command line: ``stream-ekyc score | compare | models | serve | apps create``.
+"""Command line: ``stream-ekyc score | compare | models | serve | apps create | usage``.
 
 Every error in the input exits 2 with one line on stderr; results go to stdout as JSON.
 """
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ac = asub.add_parser("create", help="create an AppID; prints its API key once")
     ac.add_argument("name", help="a label for the app")
+
+    u = sub.add_parser("usage", help="calls, results and fee of one AppID in one month (JSON)")
+    u.add_argument("--app", required=True, help="the AppID")
+    u.add_argument("--month", required=True, help="YYYY-MM, in UTC")
     return p
 
 
@@ -219,6 +223,48 @@ def cmd_apps(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    import asyncio
+    import re
+
+    from .config import ConfigError, Settings
+    from .pricing import parse_month, usage_report
+    from .stores.records import RecordsError, records_from_url
+
+    try:
+        year, month = parse_month(args.month)
+    except ValueError as e:
+        return _fail(f"--month: {e}")
+    app_id = args.app.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", app_id):
+        return _fail("--app: an AppID of letters, digits, '_', '.', '-' (at most 64)")
+    try:
+        settings = Settings.from_env()
+        records = records_from_url(settings.records_url)
+    except ConfigError as e:
+        return _fail(str(e))
+    period = f"{year:04d}-{month:02d}"
+
+    async def report() -> dict | None:
+        await records.start()
+        try:
+            if await records.get_app(app_id) is None:
+                return None
+            return usage_report(app_id, period, await records.usage(app_id, period))
+        finally:
+            await records.close()
+
+    try:
+        out = asyncio.run(report())
+    except RecordsError as e:
+        return _fail(str(e))
+    if out is None:
+        return _fail(f"--app: no app {app_id!r} in the records store")
+    json.dump(out, sys.stdout, separators=(",", ":"))
+    sys.stdout.write("\n")
+    return 0
+
+
 BENCHMARKS = {"load": "load.py"}
 
 
@@ -247,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         return _fail(str(e))
     handler = {"score": cmd_score, "compare": cmd_compare, "models": cmd_models, "serve": cmd_serve,
-               "apps": cmd_apps}[args.command]
+               "apps": cmd_apps, "usage": cmd_usage}[args.command]
     return handler(args)
 
 

@@ -57,7 +57,12 @@ class _SQLiteDB:
             # rollback follows whatever statement was in flight
             await asyncio.shield(self.execute("ROLLBACK"))
             raise
-        await asyncio.shield(self.execute("COMMIT"))
+        try:
+            await asyncio.shield(self.execute("COMMIT"))
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(self.execute("ROLLBACK"))
+            raise
 
 
 class SQLiteRecords(SQLRecords):
