@@ -1,4 +1,4 @@
-"""Command line: ``stream-ekyc score | compare | models | serve | apps create | usage``.
+"""Command line: ``stream-ekyc score | compare | models | serve | apps create | usage | retention sweep|status``.
 
 Every error in the input exits 2 with one line on stderr; results go to stdout as JSON.
 """
@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("usage", help="calls, results and fee of one AppID in one month (JSON)")
     u.add_argument("--app", required=True, help="the AppID")
     u.add_argument("--month", required=True, help="YYYY-MM, in UTC")
+
+    r = sub.add_parser("retention", help="media deletion, key shredding and records purge (docs/retention.md)")
+    rsub = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    rs = rsub.add_parser("sweep", help="run one retention pass now (for cron); prints a JSON report")
+    rs.add_argument("--owner", help="lease owner name (default: host-pid-random)")
+    rsub.add_parser("status", help="oldest media object age, objects past deadline, next sweep (JSON)")
     return p
 
 
@@ -157,7 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .api.app import create_app
     from .config import ConfigError, Settings
-    from .stores.media import media_from_url
+    from .stores.media import MediaUnavailable, media_from_url
     from .stores.records import RecordsError, records_from_url
     from .stores.redact import install_log_redaction
 
@@ -165,7 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(host=args.host, port=args.port, demo=True if args.demo else None,
                                      decode_only=True if args.decode_only else None)
         records_from_url(settings.records_url)
-        media_from_url(settings.media_url)
+        media_from_url(settings.media_url, settings=settings)
     except ConfigError as e:
         return _fail(str(e))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -184,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     shutdown_timeout=10.0, print=None)
     except OSError as e:
         return _fail(f"cannot serve on {settings.host}:{settings.port}: {e.strerror or e}")
-    except (RecordsError, ConfigError) as e:
+    except (RecordsError, ConfigError, MediaUnavailable) as e:
         return _fail(str(e))
     finally:
         if not loop.is_closed():
@@ -221,6 +227,54 @@ def cmd_apps(args: argparse.Namespace) -> int:
     json.dump({"app_id": app_id, "api_key": api_key}, sys.stdout)
     sys.stdout.write("\n")
     return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .config import ConfigError, Settings
+    from .stores.media import MediaUnavailable, media_from_url
+    from .stores.records import RecordsError, records_from_url
+    from .stores.retention import Sweeper
+
+    try:
+        settings = Settings.from_env()
+        records = records_from_url(settings.records_url)
+        media = media_from_url(settings.media_url, records, settings=settings) if args.action == "sweep" else None
+    except ConfigError as e:
+        return _fail(str(e))
+    owner = getattr(args, "owner", None)
+    if owner is not None and (not owner.strip() or len(owner) > 64 or not owner.isprintable()):
+        return _fail("--owner: one line of at most 64 printable characters")
+
+    async def run() -> dict:
+        await records.start()
+        try:
+            if media is not None:
+                await media.start()
+            try:
+                sweeper = Sweeper(records, media, interval_s=settings.retention_interval_s,  # type: ignore[arg-type]
+                                  owner=owner,
+                                  records_retention_s=settings.records_ttl_s)
+                return await (sweeper.sweep_once() if args.action == "sweep" else sweeper.status())
+            finally:
+                if media is not None:
+                    await media.close()
+        finally:
+            await records.close()
+
+    try:
+        report = asyncio.run(run())
+    except (RecordsError, MediaUnavailable, OSError) as e:   # records store or media backend unreachable
+        return _fail(_one_line(e))
+    json.dump(report, sys.stdout, separators=(",", ":"))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:300]
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -293,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         return _fail(str(e))
     handler = {"score": cmd_score, "compare": cmd_compare, "models": cmd_models, "serve": cmd_serve,
-               "apps": cmd_apps, "usage": cmd_usage}[args.command]
+               "apps": cmd_apps, "usage": cmd_usage, "retention": cmd_retention}[args.command]
     return handler(args)
 
 

@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from ..stores.media import MediaStore, media_from_url
 from ..stores.records import FINAL_STATES, RecordsStore, records_from_url
 from ..stores.redact import redact
+from ..stores.retention import Sweeper
 from .auth import hash_secret, new_api_key
 from .errors import (APP_ID, ERROR_CODE, FEE_UNITS, INTERFACE, OP_REQUEST, OP_STEPS, REQUEST_ID,
                      error_middleware)
@@ -54,6 +55,7 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 LIVE: web.AppKey[LiveSessions | None] = web.AppKey("live")
 _LIVE_FACTORY: web.AppKey[LiveFactory] = web.AppKey("live_factory")
 _TASKS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("background_tasks")
+SWEEPER = web.AppKey("retention_sweeper", Sweeper)
 
 DEMO_APP_ID = "app_demo"
 DEMO_APP_NAME = "demo"
@@ -109,7 +111,7 @@ async def _stores_ctx(app: web.Application) -> AsyncIterator[None]:
     records = records_from_url(settings.records_url)
     await records.start()
     try:
-        media = media_from_url(settings.media_url, records, app[CLOCK])
+        media = media_from_url(settings.media_url, records, app[CLOCK], settings=settings)
         await media.start()
     except BaseException:
         await records.close()
@@ -158,8 +160,13 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # media past its deadline, session keys, old records (stores/retention.py); a pass now, then every interval
+    sweeper = app[SWEEPER] = Sweeper(app[RECORDS], app[MEDIA], app[CLOCK], interval_s=settings.retention_interval_s,
+                                     records_retention_s=settings.records_ttl_s)
     tasks = [asyncio.create_task(_loop_lag_monitor(app), name="loop-lag"),
-             asyncio.create_task(_expiry_loop(app), name="session-expiry")]
+             asyncio.create_task(_expiry_loop(app), name="session-expiry"),
+             asyncio.create_task(sweeper.run(), name="retention-sweeper")]
     app[_TASKS] = tasks
     try:
         yield

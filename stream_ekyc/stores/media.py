@@ -2,9 +2,12 @@
 
 ``MediaStore`` owns what every backend shares: strict key validation, recording each
 object's deadline in the records store *before* its bytes are written (so nothing is ever
-stored without a deadline), and recording each deletion (when and why, never the content).
+stored without a deadline), encryption at rest with a per-session data key (``crypto.py``:
+AES-256-GCM, the key only in the records store, so shredding it makes every copy unreadable),
+and recording each deletion (when and why, never the content) in the deletion log.
 Backends implement five raw operations on keys (``_write``, ``_read``, ``_exists``,
-``_delete``, ``_list``); an S3 backend and per-session encryption slot in there.
+``_delete``, ``_list``) and see only ciphertext: ``LocalMediaStore`` (a directory) here,
+``S3MediaStore`` (any S3-compatible endpoint) in ``s3.py``.
 
 Keys are ``<session_id>/<kind>/<name>``. Kinds the service uses:
 
@@ -26,12 +29,19 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .._local import atomic_write
 from ..config import ConfigError
+from .crypto import MediaCryptoError, MediaShreddedError, SessionKeys, open_async, seal_async
 from .records import RecordsStore
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["MediaStore", "LocalMediaStore", "MediaKeyError", "MediaCryptoError", "MediaShreddedError", "MediaUnavailable",
+           "media_from_url", "media_key", "split_key"]
 
 KIND_BEST_FRAME = "best_frame"
 KIND_AUDIT_FRAME = "audit_frame"
@@ -49,6 +59,10 @@ def audit_frame_name(n: int) -> str:
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+
+
+class MediaUnavailable(RuntimeError):
+    """The media backend could not be reached or kept failing (one line: no key, URL or secret)."""
 
 
 class MediaKeyError(ValueError):
@@ -79,11 +93,17 @@ def split_key(key: str) -> tuple[str, str, str]:
 
 
 class MediaStore(abc.ABC):
-    """put / get / exists / delete_session / list_session, with deadlines in the records store."""
+    """put / get / exists / delete_session / list_session, with deadlines in the records store.
 
-    def __init__(self, records: RecordsStore | None = None, clock: Callable[[], float] = time.time):
+    With a records store, every object is sealed with its session's data key (created on the
+    session's first write); ``master_key`` (32 bytes) wraps those keys in the records store.
+    Without a records store (tests of the raw backends only) objects are stored as given."""
+
+    def __init__(self, records: RecordsStore | None = None, clock: Callable[[], float] = time.time,
+                 *, master_key: bytes | None = None):
         self.records = records
         self.clock = clock
+        self.keys: SessionKeys | None = SessionKeys(records, master_key) if records is not None else None
 
     async def start(self) -> None:
         """Prepare the backend (create the directory or check the bucket)."""
@@ -96,17 +116,39 @@ class MediaStore(abc.ABC):
 
     async def put(self, session_id: str, kind: str, name: str, data: bytes, content_type: str,
                   delete_at: float) -> str:
-        """Store ``data``; its deadline is recorded first. Returns the key."""
+        """Store ``data`` sealed with the session's key; its deadline is recorded first.
+        Returns the key. MediaShreddedError when the session's key was already shredded."""
         key = media_key(session_id, kind, name)
+        data = bytes(data)
+        now = self.clock()
         if self.records is not None:
             await self.records.add_media_object(key, session_id, kind, content_type, len(data),
-                                                created_at=self.clock(), delete_at=delete_at)
-        await self._write(key, bytes(data), content_type)
+                                                created_at=now, delete_at=delete_at)
+        if self.keys is not None:
+            data = await seal_async(await self.keys.for_write(session_id, now), session_id, key, data)
+        await self._write(key, data, content_type)
         return key
 
     async def get(self, key: str) -> bytes | None:
+        """The object's plaintext; None when it does not exist or its session's key has been
+        shredded (it can never be read again). Other decryption failures raise MediaCryptoError."""
         split_key(key)
-        return await self._read(key)
+        raw = await self._read(key)
+        if raw is None:
+            return None
+        try:
+            return await self.open(key, raw)
+        except MediaShreddedError:
+            return None
+
+    async def open(self, key: str, raw: bytes) -> bytes:
+        """Decrypt the stored bytes ``raw`` of ``key`` (e.g. a copy from a backup).
+        MediaShreddedError when the session's key is gone; MediaCryptoError when they do not
+        decrypt under this key and session."""
+        session_id = split_key(key)[0]
+        if self.keys is None:
+            return raw
+        return await open_async(await self.keys.for_read(session_id), session_id, key, raw)
 
     async def exists(self, key: str) -> bool:
         split_key(key)
@@ -116,18 +158,41 @@ class MediaStore(abc.ABC):
         check_session_id(session_id)
         return sorted(await self._list(session_id))
 
-    async def delete(self, key: str, reason: str) -> bool:
-        """Delete one object (the retention sweeper's unit of work) and record why."""
+    async def remove(self, key: str) -> bool:
+        """Delete the stored bytes only (no record): True if they were there. Raises when the
+        backend cannot be reached, so the caller can retry."""
         split_key(key)
-        removed = await self._delete(key)
-        if self.records is not None:
-            await self.records.mark_media_deleted([key], self.clock(), reason)
+        return await self._delete(key)
+
+    async def delete(self, key: str, reason: str) -> bool:
+        """Delete one object now and record why."""
+        removed = await self.remove(key)
+        await self.record_deleted([key], reason)
         return removed
 
-    async def delete_session(self, session_id: str, reason: str = "requested") -> int:
-        """Delete every object of the session now; returns how many objects were removed.
-        Objects the records store knows about are marked deleted even if already gone."""
+    async def record_deleted(self, keys: Iterable[str], reason: str, now: float | None = None) -> int:
+        """Mark objects deleted in the records store, which logs each deletion (what, when,
+        why) once in the same transaction: keys already marked (by another sweeper or
+        instance) are left alone. Returns how many this call marked."""
+        keys = list(keys)
+        if self.records is None or not keys:
+            return 0
+        return await self.records.mark_media_deleted(keys, self.clock() if now is None else now, reason)
+
+    async def shred_session_key(self, session_id: str, reason: str, now: float | None = None) -> bool:
+        """Delete the session's data key: every stored copy of its objects becomes unreadable."""
         check_session_id(session_id)
+        if self.keys is None:
+            return False
+        return await self.keys.shred(session_id, self.clock() if now is None else now, reason)
+
+    async def delete_session(self, session_id: str, reason: str = "requested") -> int:
+        """Shred the session's key, then delete every object of the session now; returns how
+        many objects were removed. The key goes first: should the backend fail half-way, what
+        is left is already unreadable (and the sweeper removes it at its deadline). Objects the
+        records store knows about are marked deleted even if already gone."""
+        check_session_id(session_id)
+        await self.shred_session_key(session_id, reason)
         keys = set(await self._list(session_id))
         known: list[str] = []
         if self.records is not None:
@@ -137,8 +202,7 @@ class MediaStore(abc.ABC):
             if await self._delete(key):
                 removed += 1
         await self._delete_session_container(session_id)
-        if self.records is not None:
-            await self.records.mark_media_deleted(sorted(keys | set(known)), self.clock(), reason)
+        await self.record_deleted(sorted(keys | set(known)), reason)
         return removed
 
     # -- backend operations -----------------------------------------------------------------
@@ -169,8 +233,8 @@ class LocalMediaStore(MediaStore):
     threads (``asyncio.to_thread``)."""
 
     def __init__(self, root: str | Path, records: RecordsStore | None = None,
-                 clock: Callable[[], float] = time.time):
-        super().__init__(records, clock)
+                 clock: Callable[[], float] = time.time, *, master_key: bytes | None = None):
+        super().__init__(records, clock, master_key=master_key)
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
@@ -220,6 +284,8 @@ class LocalMediaStore(MediaStore):
                 path.unlink()
                 return True
             except (FileNotFoundError, NotADirectoryError):
+                if not self.root.is_dir():  # the volume is gone (unmounted): not a deletion
+                    raise MediaUnavailable(f"media directory {self.root} is missing") from None
                 return False
         return await asyncio.to_thread(rm)
 
@@ -246,12 +312,18 @@ class LocalMediaStore(MediaStore):
 
 
 def media_from_url(url: str, records: RecordsStore | None = None,
-                   clock: Callable[[], float] = time.time) -> MediaStore:
-    """``file:///absolute/dir`` → ``LocalMediaStore``."""
+                   clock: Callable[[], float] = time.time, *, settings: "Settings | None" = None) -> MediaStore:
+    """``file:///absolute/dir`` → ``LocalMediaStore``; ``s3://bucket[/prefix]`` →
+    ``S3MediaStore`` (endpoint, region and credentials from ``settings``). ``settings`` also
+    gives the master key. Nothing is contacted here."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    master_key = settings.master_key if settings is not None else None
     if scheme == "file":
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ConfigError(f"media URL {url!r}: expected file:///absolute/path")
-        return LocalMediaStore(Path(unquote(parts.path)), records, clock)
-    raise ConfigError(f"media URL scheme {scheme or '(none)'!r} is not supported (supported: file)")
+        return LocalMediaStore(Path(unquote(parts.path)), records, clock, master_key=master_key)
+    if scheme == "s3":
+        from .s3 import S3MediaStore
+        return S3MediaStore.from_url(url, records, clock, settings=settings)
+    raise ConfigError(f"media URL scheme {scheme or '(none)'!r} is not supported (supported: file, s3)")

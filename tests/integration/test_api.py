@@ -733,6 +733,8 @@ async def test_local_media_store(tmp_path):
         await store.close()
         await rec.close()
     with pytest.raises(ConfigError):
-        media_from_url("s3://bucket/prefix")
+        media_from_url("ftp://host/media")
+    with pytest.raises(ConfigError):
+        media_from_url("s3://Not_A_Bucket/prefix")
     with pytest.raises(ConfigError):
         media_from_url("file://relative/dir")
