@@ -9,11 +9,14 @@ is shared by the whole process.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
 from .liveness.signals import FaceGeometry, FrameRecord, SignalExtractor
 from .vision.detector import get_detector
+from .vision.planes import as_frame
 
 # cv2 must not start its own thread pool next to ours
 cv2.setNumThreads(1)
@@ -37,11 +40,12 @@ class FrameAnalyzer:
         iod_at_small = self._last.iod * self.small_width / frame_w
         return self.small_width if iod_at_small >= 14 else self.large_width
 
-    def analyze(self, t: float, frame_bgr: np.ndarray) -> FrameRecord:
-        h, w = frame_bgr.shape[:2]
-        half = cv2.resize(frame_bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    def analyze(self, t: float, frame: Any) -> FrameRecord:
+        """One record for ``frame``: a BGR ndarray, a ``vision.planes`` frame or a PyAV frame."""
+        frame = as_frame(frame)
+        w = frame.width
         width = self._input_width(w)
-        src = half if width <= w // 2 else frame_bgr
+        src = frame.detector_source(width)
         faces = self.detector.detect(src, input_width=width)
         scale = w / src.shape[1]
         geoms = [FaceGeometry(tuple(float(v) * scale for v in f.box),
@@ -61,4 +65,4 @@ class FrameAnalyzer:
         else:
             self._last = None
             self._misses += 1
-        return self.signals.extract(t, frame_bgr, geoms, half=half)
+        return self.signals.extract(t, frame, geoms)

@@ -17,6 +17,7 @@ from .challenge import Challenge
 from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
 from .liveness.signals import FrameRecord
+from .vision.planes import YuvFrame, as_frame
 from .vision.quality import frame_quality
 
 MAX_SIDE = 4096
@@ -43,7 +44,7 @@ class BestFrameKeeper:
         self.keep_image = keep_image
         self.best: BestFrame | None = None
         self.best_neutral = False
-        self.image: np.ndarray | None = None
+        self.image: Any = None                  # BGR ndarray, or the decoded frame itself
         self._prev: FrameRecord | None = None   # the previous analysed frame (motion)
 
     def neutral(self, t: float) -> bool:
@@ -61,7 +62,14 @@ class BestFrameKeeper:
             self.best = BestFrame(rec.t, q, comp)
             self.best_neutral = neutral
             if self.keep_image and image is not None:
-                self.image = image.copy()
+                # a decoded frame is kept as it is (converted once, at the end: ``best_bgr``)
+                self.image = image.copy() if isinstance(image, np.ndarray) else image
+
+    def best_bgr(self) -> np.ndarray | None:
+        """The best frame's BGR pixels (None before any usable frame, or without keep_image)."""
+        if self.image is None or isinstance(self.image, np.ndarray):
+            return self.image
+        return as_frame(self.image).bgr()
 
     def to_dict(self) -> dict[str, Any] | None:
         if self.best is None:
@@ -71,7 +79,8 @@ class BestFrameKeeper:
 
 
 def iter_frames(path: str | Path):
-    """Yield (t, bgr ndarray) with t in seconds from the first frame's timestamp."""
+    """Yield (t, ``YuvFrame``) with t in seconds from the first frame's timestamp (the
+    decoded planes, as the live session analyses them; ``.bgr()`` converts the whole frame)."""
     import av
 
     try:
@@ -103,11 +112,9 @@ def iter_frames(path: str | Path):
                 w, h = frame.width, frame.height
                 if w > ANALYSIS_WIDTH:
                     nh = int(round(h * ANALYSIS_WIDTH / w / 2)) * 2
-                    img = frame.to_ndarray(format="bgr24", width=ANALYSIS_WIDTH, height=nh,
+                    frame = frame.reformat(format="yuv420p", width=ANALYSIS_WIDTH, height=nh,
                                            interpolation="AREA")
-                else:
-                    img = frame.to_ndarray(format="bgr24")
-                yield t, img
+                yield t, YuvFrame.from_av(frame)
         except av.error.FFmpegError as e:
             if t0 is None:
                 raise VideoError(f"cannot decode video: {_short(e)}") from None
@@ -152,7 +159,7 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
                elapsed_ms=round((time.perf_counter() - started) * 1000.0, 1))
     if id_embedding is not None:
         from . import compare
-        out["match"] = compare.match_image(best.image, id_embedding, match_threshold) \
+        out["match"] = compare.match_image(best.best_bgr(), id_embedding, match_threshold) \
             if verdict.verdict == "live" else None
         out["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
     if keep_records:

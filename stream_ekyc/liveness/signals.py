@@ -26,6 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..vision.planes import BgrFrame, YuvFrame, as_frame
+
 # canonical face frame: u in [-1.25, 1.25] IOD (across), v in [-1.0, 2.0] IOD (down from the eyes)
 GRID_COLS, GRID_ROWS = 5, 6
 CELL = 8
@@ -144,14 +146,46 @@ def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float
     return mask
 
 
+def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
+    """The face-aligned CANON_W × CANON_H BGR crop, sampled from the half-size frame.
+
+    Only the half-size pixels the warp reads are converted (a box around the canonical
+    rectangle, two pixels wider for the bilinear taps); the result equals warping the whole
+    half-size frame, border replication at the frame's edges included."""
+    hw, hh = frame.width // 2, frame.height // 2
+    m = canonical_transform(face, scale=hw / frame.width)
+    xs = m[0, 0] * _CORNERS[0] + m[0, 1] * _CORNERS[1] + m[0, 2]
+    ys = m[1, 0] * _CORNERS[0] + m[1, 1] * _CORNERS[1] + m[1, 2]
+    x0 = min(max(int(np.floor(xs.min())) - 2, 0), hw - 1)
+    y0 = min(max(int(np.floor(ys.min())) - 2, 0), hh - 1)
+    x1 = max(min(int(np.ceil(xs.max())) + 3, hw), x0 + 1)
+    y1 = max(min(int(np.ceil(ys.max())) + 3, hh), y0 + 1)
+    roi = frame.half_roi(x0, y0, x1, y1)
+    m = m.copy()
+    m[0, 2] -= x0
+    m[1, 2] -= y0
+    return cv2.warpAffine(roi, m, (CANON_W, CANON_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+# canonical rectangle corners (x row, y row): the pixel centres at its edges, half a pixel out
+_CORNERS = np.array([[-0.5, CANON_W - 0.5, -0.5, CANON_W - 0.5],
+                     [-0.5, -0.5, CANON_H - 0.5, CANON_H - 0.5]])
+_LUMA_LIN = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)   # on RGB
+_LUMA_U8 = np.array([0.114, 0.587, 0.299])                          # on BGR
+
+
 class SignalExtractor:
-    """Turns a BGR frame + detected faces into a FrameRecord. Stateless and thread-safe."""
+    """Turns a frame + detected faces into a FrameRecord. Stateless and thread-safe.
+
+    The frame is a BGR ndarray, a ``vision.planes`` frame (``BgrFrame``, ``YuvFrame``) or a
+    PyAV frame; only small views of it are ever converted to BGR."""
 
     bg_size = (80, 60)
 
-    def extract(self, t: float, frame_bgr: np.ndarray, faces: list, half: np.ndarray | None = None
-                ) -> FrameRecord:
-        h, w = frame_bgr.shape[:2]
+    def extract(self, t: float, frame: Any, faces: list) -> FrameRecord:
+        frame = as_frame(frame)
+        w, h = frame.width, frame.height
         rec = FrameRecord(t=t, width=w, height=h, n_faces=len(faces))
         face = None
         if faces:
@@ -159,28 +193,23 @@ class SignalExtractor:
             face = f0 if isinstance(f0, FaceGeometry) else FaceGeometry(
                 tuple(float(v) for v in f0.box), np.asarray(f0.landmarks, dtype=np.float64), float(f0.score))
             rec.face = face
-        small = cv2.resize(frame_bgr, self.bg_size, interpolation=cv2.INTER_AREA)
+        small = frame.scaled(self.bg_size)
         mask = background_mask(small.shape[:2], face, self.bg_size[0] / w, self.bg_size[1] / h)
         if mask.mean() >= 0.04:
             rec.background = linearize(small[mask]).mean(axis=0)[::-1].astype(np.float64)
         if face is None or face.iod < 8:
             return rec
-        if half is None:
-            half = cv2.resize(frame_bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        m = canonical_transform(face, scale=half.shape[1] / w)
-        canon = cv2.warpAffine(half, m, (CANON_W, CANON_H),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REPLICATE)
+        canon = _canonical_face(frame, face)
         lin = linearize(canon)[:, :, ::-1]                     # RGB order from here on
         blocks = lin.reshape(GRID_ROWS, CELL, GRID_COLS, CELL, 3).mean(axis=(1, 3))
         rec.patches = blocks.reshape(-1, 3).astype(np.float64)
         rec.skin = rec.patches[SKIN_PATCHES].mean(axis=0)
         inner = lin[INNER_MASK]                               # (n, 3)
-        lum = inner @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+        lum = inner @ _LUMA_LIN
         order = np.argsort(lum, kind="stable")
         rec.quartiles = np.stack([inner[q].mean(axis=0) for q in np.array_split(order, 4)]).astype(np.float64)
         inner_u8 = canon[INNER_MASK]
-        luma_u8 = inner_u8 @ np.array([0.114, 0.587, 0.299])
+        luma_u8 = inner_u8 @ _LUMA_U8
         rec.luma = float(luma_u8.mean())
         rec.clipped = float((inner_u8.max(axis=1) >= 250).mean())
         rec.crushed = float((luma_u8 <= 12).mean())
