@@ -7,8 +7,16 @@ same class runs behind a real peer connection and in tests.
 Backpressure: a reader task takes every decoded frame off the track as soon as it arrives
 (aiortc's queues are unbounded, so nothing may stay in them) and keeps only the newest one
 in a one-frame slot; the analysis loop takes from the slot, so when analysis is behind the
-stale frames are dropped, and counted. CPU work (colour conversion, detection, signals,
-JPEG and video encoding, the final fit) runs in the shared bounded executor.
+stale frames are dropped, and counted. CPU work (detection, signals, JPEG and video
+encoding, the final fit) runs in the shared bounded executor.
+
+Cost: the analysis works on the decoded frame's YUV planes (``vision.planes``) and converts
+only small views to BGR. Every frame is analysed from shortly before the first colour to the
+end of the scoring window (the scorer's lag search wants them all); before that, during face
+fitting and the countdown, only guidance and the best-frame choice use the records, so the
+reader passes at most ``fit_fps`` frames a second to the slot (the others are counted as
+``skipped``, not dropped). The evidence video is encoded at ``video_fps`` from the decoded
+frames themselves, one encoder thread per session.
 
 Clocks: frames are placed on the server's monotonic clock from their RTP timestamps
 (``frame.time``) plus the smallest arrival offset seen so far, so network jitter does not
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -40,6 +49,7 @@ from .liveness.scorer import StreamingScorer
 from .liveness.signals import FrameRecord
 from .offline import BestFrameKeeper
 from .session import OUTCOME, guidance, user_reason
+from .vision.planes import YuvFrame, as_frame
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,31 @@ class PipelineConfig:
     record_video: bool = True
     max_audit_frames: int = 4
     video_queue: int = 12            # encoder backlog bound (frames); beyond it frames are skipped
+    video_fps: float = 15.0          # evidence video frame rate (each 0.2-0.5 s colour spans >= 3 frames)
+    fit_fps: float = 10.0            # analysis rate before the scoring window (0: every frame)
+    full_rate_margin_s: float = 0.1  # every frame is analysed from this long before the scorer's window
+
+
+class Cadence:
+    """Which frames, by their session time, a consumer takes: at most one per ``period``
+    seconds (``period`` 0: every frame). A frame up to ``slack`` early for its turn counts as
+    on time, so a jittery 30 fps stream still gives 10 frames a second at period 0.1."""
+
+    def __init__(self, period: float, slack: float = 0.01) -> None:
+        self.period = period
+        self.slack = slack
+        self._due = -math.inf
+        self.skipped = 0
+
+    def take(self, t: float) -> bool:
+        if self.period <= 0:
+            return True
+        if t < self._due - self.slack:
+            self.skipped += 1
+            return False
+        # keep the rate when on time; restart the count after a gap
+        self._due = self._due + self.period if t - self._due < self.period else t + self.period
+        return True
 
 
 class FrameSlot:
@@ -77,12 +112,24 @@ class FrameSlot:
         self.closed = True
         self._event.set()
 
-    async def get(self) -> Any:
-        while self._item is None:
-            if self.closed:
-                return None
-            self._event.clear()
-            await self._event.wait()
+    async def get(self, until: float | None = None) -> Any:
+        """The newest item; None once closed, or if nothing came by ``until`` (loop time)."""
+        timer = None
+        try:
+            while self._item is None:
+                if self.closed:
+                    return None
+                if until is not None:
+                    loop = asyncio.get_running_loop()
+                    if loop.time() >= until:
+                        return None
+                    if timer is None:
+                        timer = loop.call_at(until, self._event.set)
+                self._event.clear()
+                await self._event.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
         item, self._item = self._item, None
         return item
 
@@ -113,12 +160,16 @@ class VideoRecorder:
 
     aiortc decodes inside its receiver and exposes no encoded frames, so recording without
     re-encoding is not possible through its public API; the cost is measured by the load
-    benchmark. A bounded backlog keeps a slow encoder from growing memory: beyond it,
-    frames are skipped and counted."""
+    benchmark. At most ``fps`` frames a second are encoded (the decoded frames themselves,
+    no copy), by one x264 thread: x264's own threads would run outside the bounded executor
+    and multiply with the sessions. A bounded backlog keeps a slow encoder from growing
+    memory: beyond it, frames are skipped and counted."""
 
-    def __init__(self, executor: Executor, max_backlog: int) -> None:
+    def __init__(self, executor: Executor, max_backlog: int, fps: float = 30.0) -> None:
         self.executor = executor
         self.max_backlog = max_backlog
+        self.fps = fps
+        self.cadence = Cadence(1.0 / fps if fps > 0 else 0.0)
         self._out = None
         self._buf = None
         self._stream = None
@@ -135,31 +186,37 @@ class VideoRecorder:
 
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, mode="w", format="mp4")
-        st = self._out.add_stream("libx264", rate=30)
+        st = self._out.add_stream("libx264", rate=max(1, round(self.fps)))
         st.width, st.height, st.pix_fmt = width, height, "yuv420p"
         st.time_base = Fraction(1, 90000)
         st.codec_context.time_base = Fraction(1, 90000)
-        st.options = {"preset": "ultrafast", "crf": "26", "tune": "zerolatency"}
+        st.options = {"preset": "ultrafast", "crf": "26", "tune": "zerolatency", "threads": "1"}
         self._stream = st
 
     def _encode(self, frame: Any, t: float) -> None:
-        import av
+        from av.video.frame import PictureType
 
         started = time.thread_time()
         if self._out is None:
             self._open(frame.width, frame.height)
         if self._t0 is None:
             self._t0 = t
-        f = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
-        out = av.VideoFrame.from_ndarray(f.to_ndarray(), format="yuv420p")
-        out.pts = int(round((t - self._t0) * 90000))
-        out.time_base = Fraction(1, 90000)
-        for pkt in self._stream.encode(out):
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (self._stream.width,
+                                                                             self._stream.height):
+            frame = frame.reformat(format="yuv420p", width=self._stream.width, height=self._stream.height)
+        # the decoded frame itself (the analysis only reads its planes): a new time stamp,
+        # and no picture type, or x264 would make every received keyframe a keyframe
+        frame.pts = int(round((t - self._t0) * 90000))
+        frame.time_base = Fraction(1, 90000)
+        frame.pict_type = PictureType.NONE
+        for pkt in self._stream.encode(frame):
             self._out.mux(pkt)
         self.frames += 1
         self.encode_s += time.thread_time() - started
 
     def add(self, frame: Any, t: float) -> None:
+        if not self.cadence.take(t):
+            return
         while self._pending and self._pending[0].done():
             self._pending.popleft()
         if len(self._pending) >= self.max_backlog:
@@ -211,6 +268,9 @@ class LivePipeline:
         self.state = "connected"
         self.received = 0
         self.analysed = 0
+        # before the scoring window, at most fit_fps frames a second reach the analysis
+        self.cadence = Cadence(1.0 / self.config.fit_fps if self.config.fit_fps > 0 else 0.0)
+        self._full_rate_from = math.inf      # session time from which every frame is analysed
         self.acks: list[dict[str, Any]] = []
         self.caps: dict[str, Any] = {}
         self.records: list[FrameRecord] = []
@@ -273,6 +333,8 @@ class LivePipeline:
                     lo, hi = self._record_window
                     if lo <= t <= hi:
                         self._recorder.add(frame, t)
+                if t < self._full_rate_from and not self.cadence.take(t):
+                    continue
                 if self.slot.put((frame, t, arrival)) and self.metrics:
                     self.metrics.frames_dropped.inc()
         except asyncio.CancelledError:
@@ -280,9 +342,9 @@ class LivePipeline:
         except Exception:   # MediaStreamError: the track ended
             self.abort(self._aborted or "track_ended")
 
-    def _analyze(self, frame: Any, t: float) -> tuple[FrameRecord, np.ndarray]:
-        img = frame.to_ndarray(format="bgr24")
-        return self.analyzer.analyze(t, img), img
+    def _analyze(self, frame: Any, t: float) -> tuple[FrameRecord, YuvFrame]:
+        planes = YuvFrame.from_av(frame)
+        return self.analyzer.analyze(t, planes), planes
 
     async def _set_state(self, state: str) -> None:
         self.state = state
@@ -303,15 +365,9 @@ class LivePipeline:
             except (asyncio.CancelledError, Exception):
                 pass
 
-    async def _next_record(self, until: float | None = None) -> tuple[FrameRecord, np.ndarray] | None:
+    async def _next_record(self, until: float | None = None) -> tuple[FrameRecord, YuvFrame] | None:
         """Analyse the newest frame (None when the session ended, or no frame came in time)."""
-        get = asyncio.ensure_future(self.slot.get())
-        timeout = None if until is None else max(0.0, until - self.loop.time())
-        done, _ = await asyncio.wait({get}, timeout=timeout)
-        if not done:
-            get.cancel()
-            return None
-        item = get.result()
+        item = await self.slot.get(until)
         if item is None:
             return None
         frame, t, arrival = item
@@ -375,8 +431,9 @@ class LivePipeline:
                                                         for s in secret.steps)))
         post = scorer_window.config.post_s
         if cfg.record_video:
-            self._recorder = VideoRecorder(self.executor, cfg.video_queue)
+            self._recorder = VideoRecorder(self.executor, cfg.video_queue, cfg.video_fps)
             self._record_window = (first_at - 0.5, planned_end + post)
+        self._full_rate_from = first_at - scorer_window.config.pre_s - cfg.full_rate_margin_s
         keeper = BestFrameKeeper(scorer_window.challenge, keep_image=True)
         sent_steps: list[Step] = []
         runner = asyncio.ensure_future(self._show(secret, first_at, sent_steps))
@@ -449,9 +506,9 @@ class LivePipeline:
         sent[-1] = Step(last.t, round(self.now() - last.t, 4), last.rgb)
         self.send({"type": "rest"})
 
-    async def _jpeg(self, img: np.ndarray) -> bytes:
+    async def _jpeg(self, img: np.ndarray | YuvFrame) -> bytes:
         def enc() -> bytes:
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ok, buf = cv2.imencode(".jpg", as_frame(img).bgr(), [cv2.IMWRITE_JPEG_QUALITY, 90])
             return buf.tobytes() if ok else b""
         return await self.loop.run_in_executor(self.executor, enc)
 
@@ -459,12 +516,13 @@ class LivePipeline:
                       audit: list[bytes]) -> PipelineResult:
         ev = Evidence(audit_jpegs=[a for a in audit if a][: self.config.max_audit_frames])
         if keeper is not None and keeper.image is not None:
-            ev.best_jpeg = await self._jpeg(keeper.image)
+            ev.best_image = await self.loop.run_in_executor(self.executor, keeper.best_bgr)
+            ev.best_jpeg = await self._jpeg(ev.best_image)
             ev.best = keeper.to_dict()
-            ev.best_image = keeper.image
         if self._recorder is not None:
             ev.video = await self._recorder.finish()
         counts = {"received": self.received, "analysed": self.analysed, "dropped": self.slot.dropped,
+                  "skipped": self.cadence.skipped,
                   "video_frames": self._recorder.frames if self._recorder else 0,
                   "video_skipped": self._recorder.skipped if self._recorder else 0}
         if self._recorder is not None and self._recorder.frames:

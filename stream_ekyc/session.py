@@ -56,7 +56,8 @@ class FitRules:
     min_iod_frac: float = 0.07      # eyes closer than this share of the frame width: move closer
     max_box_frac: float = 0.62      # face box wider than this share of the frame: move back
     max_centre_off: float = 0.18    # face centre further than this from the frame centre: centre
-    max_step_iod: float = 0.12      # eye movement between analysed frames (IOD units): hold still
+    max_step_iod: float = 0.12      # eye movement per frame at ref_fps (IOD units): hold still
+    ref_fps: float = 30.0           # analysed frames further apart than 1/ref_fps may move proportionally more
     min_luma: float = 45.0
     max_clipped: float = 0.08
 
@@ -83,6 +84,7 @@ def guidance(rec: FrameRecord, prev: FrameRecord | None, rules: FitRules = FitRu
             return "too_bright"
     if prev is not None and prev.face is not None:
         step = float(((face.eye_centre - prev.face.eye_centre) ** 2).sum() ** 0.5) / max(face.iod, 1.0)
-        if step > rules.max_step_iod:
+        frames = max(1.0, (rec.t - prev.t) * rules.ref_fps)     # fitting is analysed at a lower rate
+        if step / frames > rules.max_step_iod:
             return "hold_still"
     return "ok"
