@@ -145,9 +145,10 @@ class LightMaps:
         return (_linear_to_srgb(img)[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
 
 
-def simulated_bona_fide(seed: int) -> LightMaps:
-    """The light maps of ``benchmarks/simulate.py``'s bona fide session ``seed`` held still:
-    the same 3-D head, spectral skin, screen, ambient, far background and camera as the
+def simulated_bona_fide(seed: int, photo: str | None = None) -> LightMaps:
+    """The light maps of ``benchmarks/simulate.py``'s bona fide session ``seed`` held still
+    (with ``photo``, one of the simulator's face photos, as the face's reflectance): the
+    same 3-D head, spectral skin, screen, ambient, far background and camera as the
     accuracy benchmark renders, at the converged exposure of its first frame."""
     import sys
 
@@ -156,7 +157,7 @@ def simulated_bona_fide(seed: int) -> LightMaps:
         sys.path.insert(0, str(root / "benchmarks"))
     import simulate
 
-    s = simulate.Session("bona_fide", seed, dict(STILL))
+    s = simulate.Session("bona_fide", seed, dict(STILL, **({"photo": photo} if photo else {})))
     frames = s.frames()
     _, first = next(frames)               # packs the static maps and converges AE / WB
     frames.close()
