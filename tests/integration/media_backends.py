@@ -1,5 +1,6 @@
 """The media and records backends the store tests run over, each real: a local directory or
-SeaweedFS over S3 for media; SQLite or PostgreSQL for records. Test modules import the fixtures ``backend`` and ``records_url`` from here. ``Backend`` also reaches the stored bytes directly (as a backup or an attacker would)."""
+SeaweedFS over S3 for media; SQLite or PostgreSQL for records. Test modules import the fixtures ``backend`` and ``records_url`` from here, and
+``postgres_url`` from tests/postgres_db.py. ``Backend`` also reaches the stored bytes directly (as a backup or an attacker would)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend(request.param, tmp_path, seaweedfs)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")   # tests/postgres_db.py: a fresh database
     return records_urls(tmp_path)[request.param]

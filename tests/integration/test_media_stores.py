@@ -9,6 +9,7 @@ import pytest
 
 from stream_ekyc.stores.crypto import EXECUTOR_THRESHOLD, MediaCryptoError, MediaShreddedError
 from stream_ekyc.stores.media import MediaKeyError, MediaUnavailable
+from tests.postgres_db import postgres_url  # noqa: F401 (fixture)
 
 from .media_backends import Backend, Clock, backend, opened, records_url  # noqa: F401 (fixtures)
 

@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from stream_ekyc.stores.retention import REASON_KEY, REASON_MEDIA, Sweeper
+from tests.postgres_db import postgres_url  # noqa: F401 (fixture)
 
 from .media_backends import Backend, Clock, backend, open_records, opened, records_url, records_urls  # noqa: F401
 
@@ -183,21 +184,27 @@ async def test_records_purged_after_their_retention(tmp_path):
         assert status["next_sweep_at"] == clock() + INTERVAL and status["objects_past_deadline"] == 0
 
 
-async def test_the_service_runs_the_sweeper(make_settings):
+async def test_the_service_runs_the_sweeper(make_settings, backend):
     from stream_ekyc.api.app import MEDIA, RECORDS, SWEEPER
 
     from .conftest import serve
     clock = Clock()
-    async with serve(make_settings(retention_interval_s=0.05), clock=clock) as h:
+    settings = {"retention_interval_s": 0.05, "media_url": f"file://{backend.root}"}
+    if backend.kind == "s3":     # the service configured for S3 through its settings
+        s = backend.seaweedfs
+        settings.update(media_url=f"s3://{s.bucket}/{backend.prefix}", s3_endpoint=s.endpoint,
+                        s3_access_key_id=s.access_key, s3_secret_access_key=s.secret_key)
+    async with serve(make_settings(**settings), clock=clock) as h:
         media, records = h.app[MEDIA], h.app[RECORDS]
         key = await media.put("ses_svc", "packet", "packet.json", b"{}", "application/json", clock() + TTL)
+        assert await backend.raw_keys() == [key]
         clock.advance(TTL + 1)
         for _ in range(200):            # the loop's own period is 50 ms; wait for a pass
             if (await records.media_object(key))["deleted_at"] is not None:
                 break
             await asyncio.sleep(0.05)
         assert (await records.media_object(key))["deleted_reason"] == REASON_MEDIA
-        assert await media.list_session("ses_svc") == []
+        assert await media.list_session("ses_svc") == [] and await backend.raw_keys() == []
         assert h.app[SWEEPER].last_report is not None
         task = next(t for t in asyncio.all_tasks() if t.get_name() == "retention-sweeper")
     assert task.done()
