@@ -317,10 +317,14 @@ class Cluster:
         return subprocess.run([*serve_command(), *args], env=self.env(), cwd=ROOT, capture_output=True,
                               text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
-    def create_app(self, name: str = "relying party") -> tuple[str, str]:
+    def apps_create(self, name: str = "relying party") -> dict[str, Any]:
+        """What ``stream-ekyc apps create`` prints (the app id and its credentials)."""
         out = self.cli("apps", "create", name)
         assert out.returncode == 0, out.stderr
-        body = json.loads(out.stdout)
+        return json.loads(out.stdout)
+
+    def create_app(self, name: str = "relying party") -> tuple[str, str]:
+        body = self.apps_create(name)
         return body["app_id"], body["api_key"]
 
     def usage(self, app_id: str, month: str) -> dict[str, Any]:

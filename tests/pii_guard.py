@@ -233,6 +233,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     if hits:
         tr.section("PII guard: planted markers found", sep="=", red=True, bold=True)
+        tr.write_line("the run fails: these log lines or files hold a marker a test planted")
         for h in hits:
             tr.write_line(str(h))
     else:
