@@ -1,4 +1,5 @@
-"""Command line: ``stream-ekyc score | compare | models | serve | apps create | usage | retention sweep|status``.
+"""Command line: ``stream-ekyc score | compare | models | serve | apps create|webhook-secret | usage |
+retention sweep|status``.
 
 Every error in the input exits 2 with one line on stderr; results go to stdout as JSON.
 """
@@ -60,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("apps", help="manage the relying parties' AppIDs and API keys")
     asub = a.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ac = asub.add_parser("create", help="create an AppID; prints its API key once")
+    ac = asub.add_parser("create", help="create an AppID; prints its API key (once) and webhook secret")
     ac.add_argument("name", help="a label for the app")
+    aw = asub.add_parser("webhook-secret", help="print the secret that signs an AppID's webhooks")
+    aw.add_argument("app_id", help="the AppID")
 
     u = sub.add_parser("usage", help="calls, results and fee of one AppID in one month (JSON)")
     u.add_argument("--app", required=True, help="the AppID")
@@ -205,26 +208,39 @@ def cmd_apps(args: argparse.Namespace) -> int:
     from .api.auth import check_app_name, create_api_app
     from .config import ConfigError, Settings
     from .stores.records import RecordsError, records_from_url
+    from .webhooks import new_secret, secret_text
 
     try:
-        name = check_app_name(args.name)
+        name = check_app_name(args.name) if args.action == "create" else None
         settings = Settings.from_env()
         records = records_from_url(settings.records_url)
     except (ConfigError, ValueError) as e:
         return _fail(str(e))
 
-    async def create() -> tuple[str, str]:
+    async def run() -> dict[str, str] | None:
         await records.start()
         try:
-            return await create_api_app(records, name, time.time())
+            now = time.time()
+            if args.action == "create":
+                app_id, api_key = await create_api_app(records, name, now)
+                out = {"app_id": app_id, "api_key": api_key}
+            else:
+                app_id = args.app_id
+                if await records.get_app(app_id) is None:
+                    return None
+                out = {"app_id": app_id}
+            out["webhook_secret"] = secret_text(await records.webhook_secret(app_id, now, new_secret()))
+            return out
         finally:
             await records.close()
 
     try:
-        app_id, api_key = asyncio.run(create())
+        out = asyncio.run(run())
     except RecordsError as e:
         return _fail(str(e))
-    json.dump({"app_id": app_id, "api_key": api_key}, sys.stdout)
+    if out is None:
+        return _fail(f"no app {args.app_id!r}")
+    json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

@@ -69,6 +69,9 @@ class Settings:
     s3_access_key_id: str = field(default="", repr=False)
     s3_secret_access_key: str = field(default="", repr=False)
     retention_interval_s: float = 60.0  # the media retention sweeper's period (in the service)
+    webhook_interval_s: float = 2.0     # how often the webhook dispatcher looks for work
+    webhook_timeout_s: float = 10.0     # one delivery attempt, connect to last byte
+    webhook_allow_private: bool = False  # deliver to private/loopback addresses (tests, on-premises)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -301,6 +304,9 @@ _PARSERS: dict[str, Any] = {
     "s3_access_key_id": lambda l, v: _str(l, v, max_len=256),
     "s3_secret_access_key": lambda l, v: _str(l, v, max_len=256),
     "retention_interval_s": lambda l, v: _float(l, v, 0.0, 86400.0),
+    "webhook_interval_s": lambda l, v: _float(l, v, 0.05, 3600.0),
+    "webhook_timeout_s": lambda l, v: _float(l, v, 0.5, 120.0),
+    "webhook_allow_private": _bool,
 }
 
 

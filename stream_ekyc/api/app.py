@@ -31,6 +31,7 @@ from ..stores.media import MediaStore, media_from_url
 from ..stores.records import FINAL_STATES, RecordsStore, records_from_url
 from ..stores.redact import redact
 from ..stores.retention import Sweeper
+from ..webhooks import WebhookDispatcher
 from .auth import hash_secret, new_api_key
 from .errors import (APP_ID, ERROR_CODE, FEE_UNITS, INTERFACE, OP_REQUEST, OP_STEPS, REQUEST_ID,
                      error_middleware)
@@ -56,6 +57,7 @@ LIVE: web.AppKey[LiveSessions | None] = web.AppKey("live")
 _LIVE_FACTORY: web.AppKey[LiveFactory] = web.AppKey("live_factory")
 _TASKS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("background_tasks")
 SWEEPER = web.AppKey("retention_sweeper", Sweeper)
+WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 
 DEMO_APP_ID = "app_demo"
 DEMO_APP_NAME = "demo"
@@ -99,6 +101,7 @@ def create_app(settings: Settings, *, live: LiveSessions | None = None,
     app.cleanup_ctx.append(_executor_ctx)
     app.cleanup_ctx.append(_live_ctx)
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.on_response_prepare.append(_security_headers)
     setup_routes(app)
     return app
@@ -178,6 +181,21 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
                 await t
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Signed ``session.completed`` events to the relying party's webhook URL (webhooks.py)."""
+    settings = app[SETTINGS]
+    dispatcher = WebhookDispatcher(
+        app[RECORDS], app[CLOCK], interval_s=settings.webhook_interval_s, timeout_s=settings.webhook_timeout_s,
+        # the same rule as the URL check: loopback receivers only in demo and test setups
+        allow_private=settings.webhook_allow_private or settings.demo or settings.ice_loopback_only)
+    await dispatcher.start()
+    app[WEBHOOKS] = dispatcher
+    try:
+        yield
+    finally:
+        await dispatcher.close()
+
+
 async def _loop_lag_monitor(app: web.Application, interval: float = LOOP_LAG_INTERVAL_S) -> None:
     """How late the loop wakes a sleep: the delay every coroutine suffers at that moment."""
     metrics = app[METRICS]
@@ -228,6 +246,8 @@ async def set_state(app: web.Application, session_id: str, state: str, *,
         metrics.session_transitions.inc(state=state)
         if state in FINAL_STATES and result and result.get("verdict") is not None:
             metrics.verdicts.inc(verdict=str(result["verdict"]))
+        if state in FINAL_STATES and WEBHOOKS in app:
+            app[WEBHOOKS].poke()
     return ok
 
 

@@ -103,6 +103,18 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {"type": "string", "format": "date-time"},
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
             "result": {"$ref": "#/components/schemas/Result"},
+            "webhook": {"$ref": "#/components/schemas/WebhookState"},
+        },
+    },
+    "WebhookState": {
+        "type": "object", "required": ["status"],
+        "description": "The session.completed event's delivery (sessions created with webhook_url only)",
+        "properties": {
+            "status": {"type": "string", "enum": ["owed", "pending", "delivered", "failed"]},
+            "attempts": {"type": "integer"},
+            "http_status": {"type": ["integer", "null"]},
+            "last_error": {"type": ["string", "null"]},
+            "finished_at": {"type": ["number", "null"]},
         },
     },
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "integer"}}},

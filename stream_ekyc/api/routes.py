@@ -26,6 +26,7 @@ from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..stores.media import (KIND_AUDIT_FRAME, KIND_BEST_FRAME, KIND_ID_PHOTO, MAX_AUDIT_FRAMES,
                             MediaKeyError, check_session_id)
 from ..stores.records import ACTIVE_STATES
+from ..webhooks import describe as describe_webhook
 from .app import (CLOCK, DEMO_APP_ID, EXECUTOR, LIVE, MEDIA, METRICS, RECORDS, SETTINGS, note,
                   set_state)
 from .auth import (CLIENT_TOKEN_PREFIX, bearer, hash_secret, new_client_token, new_session_id,
@@ -421,6 +422,8 @@ async def get_session(request: web.Request) -> web.StreamResponse:
         result["best_frame"] = _session_url(request, sid, "best-frame") if has_best else None
         result["audit_frames"] = [_session_url(request, sid, f"audit-frames/{i}") for i in range(len(audits))]
         body["result"] = result
+    if session["options"].get("webhook_url"):
+        body["webhook"] = describe_webhook(await app[RECORDS].webhook_delivery(sid)) or {"status": "owed"}
     return web.json_response(body)
 
 

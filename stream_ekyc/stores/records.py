@@ -204,6 +204,39 @@ class RecordsStore(abc.ABC):
         row (what ``records``, ref = table) per table that lost rows. PostgreSQL also creates
         the partitions of ``now``'s month and the next ones."""
 
+    # webhooks ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def webhook_secret(self, app_id: str, now: float, new: bytes) -> bytes:
+        """The app's webhook signing secret; ``new`` becomes it if the app has none yet (the
+        first caller wins when several race)."""
+
+    @abc.abstractmethod
+    async def sessions_owing_webhooks(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Sessions with a webhook URL, in a final state, updated at or after ``since``, that
+        have no delivery yet (the outbox is derived from the sessions' state)."""
+
+    @abc.abstractmethod
+    async def add_webhook_delivery(self, session_id: str, app_id: str, url: str, payload: dict[str, Any],
+                                   now: float) -> bool:
+        """Queue the session's completion event (one per session: False if already queued)."""
+
+    @abc.abstractmethod
+    async def lease_webhooks_due(self, now: float, owner: str, lease_s: float, limit: int = 20
+                                 ) -> list[dict[str, Any]]:
+        """Claim pending deliveries due by ``now`` that nobody (this owner included) holds an
+        unexpired lease on: rows {session_id, app_id, url, payload (JSON text), attempts,
+        created_at}."""
+
+    @abc.abstractmethod
+    async def finish_webhook_attempt(self, session_id: str, owner: str, now: float, *, status: str,
+                                     http_status: int | None, error: str | None, next_at: float | None) -> bool:
+        """Record one attempt by the lease's ``owner``: ``pending`` again (retry at ``next_at``),
+        ``delivered`` or ``failed`` (given up). False if the lease was lost meanwhile."""
+
+    @abc.abstractmethod
+    async def webhook_delivery(self, session_id: str) -> dict[str, Any] | None:
+        """The session's delivery record (payload decoded), or None."""
+
     # monitoring and operation logs ----------------------------------------------------------
     @abc.abstractmethod
     async def add_monitoring(self, call_id: str, app_id: str | None, interface: str, result: str,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Collection, Iterable, Protocol, TypeVar
 
 from ..pricing import month_of
-from .records import (ACTIVE_STATES, ORPHAN_KEY_AFTER_S, STATES, RecordsError, RecordsStore,
+from .records import (ACTIVE_STATES, FINAL_STATES, ORPHAN_KEY_AFTER_S, STATES, RecordsError, RecordsStore,
                       TokenProblem)
 
 T = TypeVar("T")
@@ -171,6 +171,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             calls {int} NOT NULL,
             fee_micros {int} NOT NULL,
             PRIMARY KEY (app_id, month, interface, result))""",
+    ]),
+    (3, "signed webhooks: per-app signing secrets, a delivery outbox", [
+        "ALTER TABLE sessions ADD COLUMN webhook_url TEXT",
+        "CREATE INDEX sessions_webhook ON sessions(updated_at) WHERE webhook_url IS NOT NULL",
+        """CREATE TABLE app_secrets (
+            app_id TEXT PRIMARY KEY,
+            webhook_secret {blob} NOT NULL,
+            created_at {real} NOT NULL)""",
+        """CREATE TABLE webhook_deliveries (
+            session_id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            next_at {real} NOT NULL,
+            attempts {int} NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,
+            http_status {int},
+            last_error TEXT,
+            finished_at {real},
+            lease_owner TEXT,
+            lease_until {real})""",
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_at) WHERE status = 'pending'",
+        "CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at)",
     ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -358,11 +382,13 @@ class SQLRecords(RecordsStore):
                              options: dict[str, Any], now: float, expires_at: float) -> dict[str, Any]:
         opts = dumps(options)
 
+        hook = options.get("webhook_url")
+
         async def w(db: DB) -> dict[str, Any]:
             await db.execute(
                 "INSERT INTO sessions (session_id, app_id, state, created_at, expires_at, client_token_hash,"
-                " options, updated_at) VALUES (?, ?, 'created', ?, ?, ?, ?, ?)",
-                session_id, app_id, now, expires_at, client_token_hash, opts, now)
+                " options, updated_at, webhook_url) VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?)",
+                session_id, app_id, now, expires_at, client_token_hash, opts, now, hook)
             await db.execute("INSERT INTO session_events (session_id, at, state, detail)"
                              " VALUES (?, ?, 'created', NULL)", session_id, now)
             row = await db.fetchone("SELECT * FROM sessions WHERE session_id = ?", session_id)
@@ -609,6 +635,79 @@ class SQLRecords(RecordsStore):
                                         " ORDER BY id LIMIT ?", since, limit)
         return [_pick(r, ("what", "ref", "at", "reason")) for r in rows]
 
+    # -- webhooks -------------------------------------------------------------------------------
+    async def webhook_secret(self, app_id: str, now: float, new: bytes) -> bytes:
+        async def w(db: DB) -> bytes:
+            await db.execute("INSERT INTO app_secrets (app_id, webhook_secret, created_at) VALUES (?, ?, ?)"
+                             " ON CONFLICT (app_id) DO NOTHING", app_id, new, now)
+            row = await db.fetchone("SELECT webhook_secret FROM app_secrets WHERE app_id = ?", app_id)
+            assert row is not None
+            return bytes(row["webhook_secret"])
+        return await self._write(w)
+
+    async def sessions_owing_webhooks(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT s.* FROM sessions s WHERE s.webhook_url IS NOT NULL AND s.updated_at >= ?"
+            f" AND s.state IN ({_marks(len(FINAL_STATES))})"
+            " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.session_id = s.session_id)"
+            " ORDER BY s.updated_at LIMIT ?", since, *sorted(FINAL_STATES), limit)
+        return [_session_row(r) for r in rows]
+
+    async def add_webhook_delivery(self, session_id: str, app_id: str, url: str, payload: dict[str, Any],
+                                   now: float) -> bool:
+        body = dumps(payload)
+
+        async def w(db: DB) -> bool:
+            n = await db.execute(
+                "INSERT INTO webhook_deliveries (session_id, app_id, url, payload, created_at, next_at, attempts,"
+                " status) VALUES (?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (session_id) DO NOTHING",
+                session_id, app_id, url, body, now, now)
+            return n > 0
+        return await self._write(w)
+
+    async def lease_webhooks_due(self, now: float, owner: str, lease_s: float, limit: int = 20
+                                 ) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+
+        async def w(db: DB) -> list[dict[str, Any]]:
+            due = await db.fetchall(
+                "SELECT session_id FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?)"
+                " ORDER BY next_at, session_id LIMIT ?" + self.DIALECT.skip_locked, now, now, limit)
+            ids = [r["session_id"] for r in due]
+            if not ids:
+                return []
+            rows = await db.fetchall(
+                f"UPDATE webhook_deliveries SET lease_owner = ?, lease_until = ? WHERE session_id IN ({_marks(len(ids))})"
+                " RETURNING session_id, app_id, url, payload, attempts, created_at", owner, now + lease_s, *ids)
+            return sorted((dict(r) for r in rows), key=lambda r: r["session_id"])
+        return await self._write(w)
+
+    async def finish_webhook_attempt(self, session_id: str, owner: str, now: float, *, status: str,
+                                     http_status: int | None, error: str | None, next_at: float | None) -> bool:
+        if status not in ("pending", "delivered", "failed"):
+            raise ValueError(f"unknown webhook status {status!r}")
+
+        async def w(db: DB) -> bool:
+            n = await db.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, status = ?, http_status = ?,"
+                " last_error = ?, next_at = COALESCE(?, next_at), finished_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE session_id = ? AND lease_owner = ? AND status = 'pending'",
+                status, http_status, error, next_at, None if status == "pending" else now, session_id, owner)
+            return n > 0
+        return await self._write(w)
+
+    async def webhook_delivery(self, session_id: str) -> dict[str, Any] | None:
+        row = await self._fetchone("SELECT session_id, app_id, url, payload, created_at, next_at, attempts, status,"
+                                   " http_status, last_error, finished_at FROM webhook_deliveries"
+                                   " WHERE session_id = ?", session_id)
+        if row is None:
+            return None
+        out = dict(row)
+        out["payload"] = json.loads(out["payload"])
+        return out
+
     # -- retention of records ---------------------------------------------------------------
     async def purge_records(self, before: float, now: float) -> dict[str, int]:
         await self._ensure_partitions_ahead(now)
@@ -624,6 +723,8 @@ class SQLRecords(RecordsStore):
                 # a month goes once it has ended by ``before``
                 "usage": await db.execute("DELETE FROM usage WHERE month < ?", month_of(before)),
                 "deletions": await db.execute("DELETE FROM deletions WHERE at < ?", before),
+                "webhook_deliveries": await db.execute("DELETE FROM webhook_deliveries WHERE created_at < ?",
+                                                       before),
             }
             for table, n in {**counts, **out}.items():
                 if n:

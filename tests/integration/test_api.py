@@ -645,11 +645,19 @@ def test_cli_apps_create_and_serve(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     created = json.loads(p.stdout)
-    assert set(created) == {"app_id", "api_key"} and created["api_key"].startswith("sk_")
+    assert set(created) == {"app_id", "api_key", "webhook_secret"} and created["api_key"].startswith("sk_")
     con = sqlite3.connect(tmp_path / "data" / "records.sqlite3")
     stored = con.execute("SELECT api_key_hash FROM apps WHERE app_id = ?", (created["app_id"],)).fetchone()[0]
     con.close()
     assert created["api_key"] not in stored and len(stored) == 64
+    # the webhook secret can be shown again (it signs, so the service must keep it); the key cannot
+    p = subprocess.run([sys.executable, "-m", "stream_ekyc.cli", "apps", "webhook-secret", created["app_id"]],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"app_id": created["app_id"], "webhook_secret": created["webhook_secret"]}
+    p = subprocess.run([sys.executable, "-m", "stream_ekyc.cli", "apps", "webhook-secret", "app_nope"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and not p.stdout
 
     p = subprocess.run([sys.executable, "-m", "stream_ekyc.cli", "serve", "--port", "x"], env=env,
                        capture_output=True, text=True, timeout=60)

@@ -505,11 +505,14 @@ async def test_retention_purge(records):
         await rec.add_media_object("ses_old/packet/p.json", "ses_old", "packet", "application/json", 1, jan, jan)
         await rec.mark_media_deleted(["ses_old/packet/p.json"], jan + 7200, "retention")
         await rec.add_deletion("media", "ses_x/video/v.webm", mar, "retention")
+        await rec.add_webhook_delivery("ses_old", "app_x", "https://rp.example/h", {"event": "x"}, jan + 6)
+        await rec.add_webhook_delivery("ses_new", "app_x", "https://rp.example/h", {"event": "x"}, mar + 6)
 
         counts = await rec.purge_records(before, now)
         # days 0..27 step 3 → 10 rows a month; February rows before the 15th: days 0, 3, …, 12 → 5
         assert counts == {"monitoring": 15, "op_logs": 15, "session_events": 3, "session_keys": 1, "sessions": 2,
-                          "media_objects": 1, "usage": 1, "deletions": 1}
+                          "media_objects": 1, "usage": 1, "deletions": 1, "webhook_deliveries": 1}
+        assert await rec.webhook_delivery("ses_old") is None and await rec.webhook_delivery("ses_new") is not None
         assert await rec.get_session("ses_old") is None and await rec.session_events("ses_old") == []
         assert await rec.get_session("ses_new") is not None and await rec.get_session_key("ses_stale") is None
         assert await rec.usage("app_x", "2024-01") == []
