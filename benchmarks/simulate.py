@@ -1466,7 +1466,7 @@ def _encode(frames, path: Path, codec: str, bitrate: int, fps: float, tb: Fracti
                                           options={"preset": "veryfast", "bf": "0", "threads": "1"})
         else:
             stream = container.add_stream("libvpx", rate=Fraction(fps).limit_denominator(1000),
-                                          options={"deadline": "realtime", "cpu-used": "6", "threads": "1",
+                                          options={"deadline": "good", "cpu-used": "5", "threads": "1",
                                                    "lag-in-frames": "0", "auto-alt-ref": "0"})
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = int(bitrate)
