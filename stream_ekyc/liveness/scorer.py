@@ -66,20 +66,19 @@ class Features:
     quality: dict[str, Any] = field(default_factory=dict)
 
 
-def _rows(times: np.ndarray, ch: Challenge, lag: float) -> np.ndarray:
-    """Design matrix for one lag: [pre, during, post, S_r, S_g, S_b, drift]."""
-    s = np.zeros((len(times), 3))
+def _design(times: np.ndarray, ch: Challenge, lags: np.ndarray) -> np.ndarray:
+    """Design matrices for every lag, (L, n, 7): [pre, during, post, S_r, S_g, S_b, drift].
+    All lags at once: one lookup of the commanded colours per exposure subsample."""
+    shifted = times[None, :] - lags[:, None]                     # (L, n), as times - lag
+    s = np.zeros(shifted.shape + (3,))
     for d in EXPOSURE_SUBSAMPLES:
-        v = ch.linear_rgb_at(times - lag - d)
-        s += np.nan_to_num(v, nan=0.0)
+        s += np.nan_to_num(ch.linear_rgb_at(shifted - d), nan=0.0)
     s /= len(EXPOSURE_SUBSAMPLES)
-    shifted = times - lag
     pre = (shifted < ch.start).astype(float)
     post = (shifted >= ch.end).astype(float)
     during = 1.0 - pre - post
-    mid = 0.5 * (times[0] + times[-1])
-    drift = times - mid
-    return np.column_stack([pre, during, post, s, drift])
+    drift = np.broadcast_to(times - 0.5 * (times[0] + times[-1]), shifted.shape)
+    return np.concatenate([pre[..., None], during[..., None], post[..., None], s, drift[..., None]], axis=2)
 
 
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +208,7 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
     target = ratio_target / np.maximum(ratio_target.mean(axis=0), 1e-6)
 
     lags = np.arange(0.0, LAG_MAX_S + 1e-9, LAG_STEP_S)
-    x = np.stack([_rows(t, ch, lag) for lag in lags])            # (L, n, 7)
+    x = _design(t, ch, lags)                                       # (L, n, 7)
     _, ssr1 = _solve(x, target)
     _, ssr0 = _solve(_null_design(x), target)
     ssr1, ssr0 = ssr1.sum(axis=1), ssr0.sum(axis=1)
