@@ -172,6 +172,10 @@ def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarra
 _CORNERS = np.array([[-0.5, CANON_W - 0.5, -0.5, CANON_W - 0.5],
                      [-0.5, -0.5, CANON_H - 0.5, CANON_H - 0.5]])
 _LUMA_LIN = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)   # on RGB
+# the inner face's pixels, darkest to brightest, in four quarters (as np.array_split makes them)
+_QUARTER_SIZES = np.array([len(q) for q in np.array_split(np.arange(int(INNER_MASK.sum())), 4)])
+_QUARTER_STARTS = np.concatenate([[0], np.cumsum(_QUARTER_SIZES)[:-1]])
+_QUARTER_SIZES = _QUARTER_SIZES[:, None].astype(np.float64)
 _LUMA_U8 = np.array([0.114, 0.587, 0.299])                          # on BGR
 
 
@@ -195,8 +199,9 @@ class SignalExtractor:
             rec.face = face
         small = frame.scaled(self.bg_size)
         mask = background_mask(small.shape[:2], face, self.bg_size[0] / w, self.bg_size[1] / h)
-        if mask.mean() >= 0.04:
-            rec.background = linearize(small[mask]).mean(axis=0)[::-1].astype(np.float64)
+        if np.count_nonzero(mask) >= 0.04 * mask.size:
+            bgr = cv2.mean(cv2.LUT(small, _LUT), mask=mask.view(np.uint8))
+            rec.background = np.array(bgr[2::-1], dtype=np.float64)
         if face is None or face.iod < 8:
             return rec
         canon = _canonical_face(frame, face)
@@ -205,9 +210,8 @@ class SignalExtractor:
         rec.patches = blocks.reshape(-1, 3).astype(np.float64)
         rec.skin = rec.patches[SKIN_PATCHES].mean(axis=0)
         inner = lin[INNER_MASK]                               # (n, 3)
-        lum = inner @ _LUMA_LIN
-        order = np.argsort(lum, kind="stable")
-        rec.quartiles = np.stack([inner[q].mean(axis=0) for q in np.array_split(order, 4)]).astype(np.float64)
+        ranked = inner[np.argsort(inner @ _LUMA_LIN, kind="stable")].astype(np.float64)
+        rec.quartiles = np.add.reduceat(ranked, _QUARTER_STARTS, axis=0) / _QUARTER_SIZES
         inner_u8 = canon[INNER_MASK]
         luma_u8 = inner_u8 @ _LUMA_U8
         rec.luma = float(luma_u8.mean())
