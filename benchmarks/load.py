@@ -174,6 +174,13 @@ class Server:
         self.log.close()
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used (``/proc/stat``, non-idle)."""
+    f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (f + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 class RssSampler(threading.Thread):
     def __init__(self, server: Server, every: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -433,17 +440,17 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     procs = args.client_procs or (2 if n <= 8 else 3 if n <= 16 else 4)
     m0 = server.metrics()
     rss0 = server.rss_mb()
-    t0, cpu0 = time.monotonic(), server.cpu_s()
+    t0, cpu0, busy0 = time.monotonic(), server.cpu_s(), machine_busy_s()
     sess, client_cpu = run_clients(server, slots, work, procs=procs, timeout_s=args.session_timeout,
                                    decode_only_s=decode_only_s, progress=progress,
                                    label=f"{mode} N={n}")
-    t1, cpu1 = time.monotonic(), server.cpu_s()
+    t1, cpu1, busy1 = time.monotonic(), server.cpu_s(), machine_busy_s()
     ids = [s["session_id"] for s in sess if s.get("session_id")]
     stored = wait_final(server, ids)
     m1 = server.metrics()
     cpu = cpu1 - cpu0
     wall = t1 - t0
-    received = analysed = dropped = 0
+    received = analysed = dropped = skipped = 0
     video_s = 0.0            # CPU seconds spent re-encoding the evidence video (the pipeline's own timing)
     verdict_ms: list[float] = []
     an_p95: list[float] = []
@@ -458,6 +465,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         received += int(counts.get("received", 0))
         analysed += int(counts.get("analysed", 0))
         dropped += int(counts.get("dropped", 0))
+        skipped += int(counts.get("skipped", 0))
         timings = res.get("timings") or {}
         video_s += float(timings.get("video_encode_ms_per_frame") or 0) * int(counts.get("video_frames", 0)) / 1000
         if timings.get("analysis_latency_p95_ms") is not None:
@@ -490,7 +498,10 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         correct[group][0] += int(ok)
     fps = args.fps
     stream_s = received / fps
-    drop_share = dropped / received if received else 0.0
+    # of the frames offered to the analysis (received, less those the pipeline does not
+    # analyse by design: fewer per second before the challenge window)
+    offered = received - skipped
+    drop_share = dropped / offered if offered else 0.0
     lat = lambda q: hist_quantile(m0, m1, "stream_ekyc_analysis_latency_seconds", q)  # noqa: E731
     lag = lambda q: hist_quantile(m0, m1, "stream_ekyc_event_loop_lag_seconds", q)  # noqa: E731
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
@@ -502,6 +513,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "cores_used": round(cpu / wall, 3) if wall else None,
         "video_encode_cpu_s": round(video_s, 2), "video_encode_cpu_share": round(video_s / cpu, 3) if cpu else None,
         "frames_received": received, "frames_analysed": analysed, "frames_dropped": dropped,
+        "frames_skipped": skipped, "drop_share_of_received": round(dropped / received, 4) if received else 0.0,
         "drop_share": round(drop_share, 4),
         "analysis_latency_p50_ms": ms(lat(0.50)), "analysis_latency_p95_ms": ms(lat(0.95)),
         "analysis_latency_p95_ms_session_median": pct(an_p95, 50),
@@ -513,6 +525,9 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "missed_deadline": len(missed), "missed": missed[:10],
         "rss_start_mb": round(rss0, 1), "rss_peak_mb": round(sampler.peak(t0, t1 + 0.5), 1),
         "client_cpu_s": round(client_cpu, 2), "client_procs": procs,
+        # everything else on the machine meanwhile (other tests and benchmarks): a disturbance gauge
+        "other_cpu_s": round(max(0.0, busy1 - busy0 - cpu - client_cpu), 1),
+        "other_cores": round(max(0.0, busy1 - busy0 - cpu - client_cpu) / wall, 2) if wall else None,
         "session_s_median": pct([s["t_close"] - s.get("t_answer", 0) for s in sess if "t_close" in s], 50),
     }
     if mode == "pipeline":
@@ -744,7 +759,7 @@ def plot(rows: list[dict[str, Any]], base: list[dict[str, Any]], path: Path, cap
 def summary(report: dict[str, Any]) -> str:
     lines = ["", "stream-ekyc load benchmark: " + report["stream"]]
     lines.append(f"{'N':>3} {'cpu/str':>8} {'cores':>6} {'drop%':>6} {'an p95':>7} {'lag p95':>8} "
-                 f"{'vrd p50':>8} {'vrd p95':>8} {'miss':>5} {'bf ok':>6} {'atk ok':>7} {'rss MB':>7} {'base':>7}")
+                 f"{'vrd p50':>8} {'vrd p95':>8} {'miss':>5} {'bf ok':>6} {'atk ok':>7} {'rss MB':>7} {'base':>7} {'other':>6}")
     base = {r["n"]: r for r in report["decode_only_rows"]}
     f = lambda v, w, d=1: (f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}")  # noqa: E731
     for r in report["rows"]:
@@ -753,7 +768,7 @@ def summary(report: dict[str, Any]) -> str:
                      f"{f(100 * r['drop_share'], 6)} {f(r['analysis_latency_p95_ms'], 7)} {f(r['loop_lag_p95_ms'], 8)} "
                      f"{f(r['verdict_latency_p50_ms'], 8)} {f(r['verdict_latency_p95_ms'], 8)} {r['missed_deadline']:>5} "
                      f"{'%d/%d' % tuple(r['bona_fide_passed']):>6} {'%d/%d' % tuple(r['attacks_rejected']):>7} "
-                     f"{f(r['rss_peak_mb'], 7, 0)} {f(b.get('cpu_s_per_stream_s'), 7, 3)}")
+                     f"{f(r['rss_peak_mb'], 7, 0)} {f(b.get('cpu_s_per_stream_s'), 7, 3)} {f(r.get('other_cores'), 6, 2)}")
     lines.append(f"capacity: {report['capacity_sessions']} sessions ({report['capacity_per_core']} per core); "
                  f"CPU vs decode-only: {report['cpu_ratio_vs_decode_only']}x; "
                  f"verdict p95 {report['verdict_latency_p95_ms']} ms; memory/session {report['memory_per_session_mb']} MB")
@@ -868,7 +883,8 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
             progress.line(f"pipeline N={n}: cpu/stream {row['cpu_s_per_stream_s']}, drop {100 * row['drop_share']:.1f} %, "
                           f"verdict p95 {row['verdict_latency_p95_ms']} ms, missed {row['missed_deadline']}, "
                           f"bona fide passed {row['bona_fide_passed'][0]}/{row['bona_fide_passed'][1]}, "
-                          f"attacks rejected {row['attacks_rejected'][0]}/{row['attacks_rejected'][1]}")
+                          f"attacks rejected {row['attacks_rejected'][0]}/{row['attacks_rejected'][1]}, "
+                          f"other load {row['other_cores']} cores")
             if not row["held"] and n >= args.min_n:
                 break
     finally:
@@ -894,7 +910,7 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
                 dur = r["session_s_median"] or 8.0
                 b = run_level(server, sampler, r["n"], args, pool, work, progress, decode_only_s=float(dur))
                 base_rows.append(b)
-                progress.line(f"decode-only N={r['n']}: cpu/stream {b['cpu_s_per_stream_s']}")
+                progress.line(f"decode-only N={r['n']}: cpu/stream {b['cpu_s_per_stream_s']}, other load {b['other_cores']} cores")
         finally:
             try:
                 sampler.stop()
