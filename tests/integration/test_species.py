@@ -2,7 +2,8 @@
 
 The seeds (700000–700002) are outside both the tuning and the report ranges of the
 accuracy benchmark. What the engine guarantees today is asserted; what it does not yet
-achieve is marked xfail(strict) so that the day it does, the marker must go.
+achieve is marked xfail(strict) so that the day it does, the marker must go (the cut-out
+marker went when these three seeds stopped passing).
 """
 
 from __future__ import annotations
@@ -66,9 +67,8 @@ def test_genuine_sessions_are_live(verdicts):
         assert verdicts[("bona_fide", seed)]["verdict"] == "live"
 
 
-@pytest.mark.xfail(strict=True, reason="printed cut-outs in front of a real background are not yet "
-                   "separated from live faces reliably (same response timing, background and "
-                   "reflectance behaviour; the shape cues overlap)")
 def test_cutouts_are_never_live(verdicts):
+    # These three are refused; across the report seeds about 1 % of cut-outs still pass
+    # (benchmarks/results/accuracy.json), so this guards against regressions, not a rate.
     for seed in SEEDS:
         assert verdicts[("cutout", seed)]["verdict"] != "live"
