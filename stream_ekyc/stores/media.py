@@ -127,6 +127,13 @@ class MediaStore(abc.ABC):
         if self.keys is not None:
             data = await seal_async(await self.keys.for_write(session_id, now), session_id, key, data)
         await self._write(key, data, content_type)
+        if self.records is not None:
+            # a sweeper may have taken the deadline row between the two writes (a deadline
+            # already passed, or a very short media TTL) and found no bytes to delete: the
+            # bytes written after it must not outlive their recorded deletion
+            row = await self.records.media_object(key)
+            if row is None or row.get("deleted_at") is not None:
+                await self._delete(key)
         return key
 
     async def get(self, key: str) -> bytes | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import random
@@ -43,6 +44,14 @@ log = logging.getLogger("stream_ekyc.media")
 T = TypeVar("T")
 
 LIFECYCLE_RULE_ID = "stream-ekyc-media-backstop"
+
+
+def lifecycle_rule_id(prefix: str) -> str:
+    """Our backstop rule's ID for ``prefix``: one rule per prefix, so deployments sharing a
+    bucket under different prefixes do not replace each other's rule."""
+    if not prefix:
+        return LIFECYCLE_RULE_ID
+    return f"{LIFECYCLE_RULE_ID}-{hashlib.sha256(prefix.encode()).hexdigest()[:12]}"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-/]{0,512}$")
 _TRANSIENT_CODES = frozenset({
@@ -186,13 +195,14 @@ class S3MediaStore(MediaStore):
         """Merge our expiry rule into the bucket's lifecycle configuration (idempotent)."""
         from botocore.exceptions import ClientError
 
-        rule = {"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": self.prefix},
+        rule_id = lifecycle_rule_id(self.prefix)
+        rule = {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": self.prefix},
                 "Expiration": {"Days": int(self.lifecycle_days or 1)}}
         try:
             try:
                 current = await self._call("get_bucket_lifecycle_configuration", Bucket=self.bucket)
-                rules = [r for r in current.get("Rules", []) if r.get("ID") != LIFECYCLE_RULE_ID]
-                if any(r.get("ID") == LIFECYCLE_RULE_ID and r.get("Expiration") == rule["Expiration"]
+                rules = [r for r in current.get("Rules", []) if r.get("ID") != rule_id]
+                if any(r.get("ID") == rule_id and r.get("Expiration") == rule["Expiration"]
                        and r.get("Filter") == rule["Filter"] and r.get("Status") == "Enabled"
                        for r in current.get("Rules", [])):
                     self.lifecycle_status = "set"

@@ -54,6 +54,24 @@ async def test_put_get_list_delete(backend, records_url):
                 await media.get(bad)
 
 
+async def test_a_sweep_between_the_deadline_row_and_the_bytes_leaves_nothing_behind(backend, records_url):
+    """The deadline is recorded before the bytes are written; a sweeper that deletes the
+    object in between finds no bytes, so the writer removes what it wrote after."""
+    clock = Clock()
+    async with opened(backend, records_url, clock) as (records, media):
+        write = media._write
+
+        async def swept_meanwhile(key: str, data: bytes, content_type: str) -> None:
+            assert await records.mark_media_deleted([key], clock(), "retention") == 1
+            await write(key, data, content_type)
+        media._write = swept_meanwhile            # type: ignore[method-assign]
+        key = await media.put("ses_r", "video", "challenge.mp4", JPEG, "video/mp4", clock() + 1)
+        assert not await media.exists(key) and await backend.raw_keys() == []
+        media._write = write                      # type: ignore[method-assign]
+        kept = await media.put("ses_r", "packet", "packet.json", PACKET, "application/json", clock() + 7200)
+        assert await media.get(kept) == PACKET   # an ordinary write is untouched
+
+
 async def test_objects_are_encrypted_at_rest(backend, records_url):
     clock = Clock()
     async with opened(backend, records_url, clock, master_key=os.urandom(32)) as (records, media):
@@ -141,8 +159,9 @@ async def test_unreachable_backend_is_a_clear_error(backend, tmp_path):
 
 
 async def test_s3_lifecycle_backstop_merges_with_existing_rules(seaweedfs, tmp_path):
-    from stream_ekyc.stores.s3 import LIFECYCLE_RULE_ID
+    from stream_ekyc.stores.s3 import lifecycle_rule_id
     backend = Backend("s3", tmp_path, seaweedfs)
+    ours = lifecycle_rule_id(backend.prefix)
     c = seaweedfs.boto3_client()
     other_rule = {"ID": "someone-else", "Status": "Enabled", "Filter": {"Prefix": "elsewhere/"},
                   "Expiration": {"Days": 30}}
@@ -154,7 +173,15 @@ async def test_s3_lifecycle_backstop_merges_with_existing_rules(seaweedfs, tmp_p
         await store.close()
         assert store.lifecycle_status == "set"
     rules = {r["ID"]: r for r in c.get_bucket_lifecycle_configuration(Bucket=seaweedfs.bucket)["Rules"]}
-    assert set(rules) == {"someone-else", LIFECYCLE_RULE_ID}
-    assert rules[LIFECYCLE_RULE_ID]["Expiration"] == {"Days": 1}
-    assert rules[LIFECYCLE_RULE_ID]["Filter"] == {"Prefix": backend.prefix}
+    assert set(rules) == {"someone-else", ours}
+    assert rules[ours]["Expiration"] == {"Days": 1}
+    assert rules[ours]["Filter"] == {"Prefix": backend.prefix}
+    # a second deployment under another prefix of the same bucket adds its own rule
+    other = Backend("s3", tmp_path / "other", seaweedfs)
+    assert other.prefix != backend.prefix
+    store = other.store(None)
+    await store.start()
+    await store.close()
+    rules = {r["ID"]: r for r in c.get_bucket_lifecycle_configuration(Bucket=seaweedfs.bucket)["Rules"]}
+    assert set(rules) == {"someone-else", ours, lifecycle_rule_id(other.prefix)}
     c.delete_bucket_lifecycle(Bucket=seaweedfs.bucket)
