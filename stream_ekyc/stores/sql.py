@@ -16,6 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Collection, Iterable, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from ..pricing import month_of
 from .records import (ACTIVE_STATES, FINAL_STATES, ORPHAN_KEY_AFTER_S, STATES, RecordsError, RecordsStore,
@@ -198,6 +199,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]/…``: where a URL points, without its path, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}/…"
+    except ValueError:
+        return "…"
 
 
 def dumps(obj: Any) -> str:
@@ -695,8 +706,25 @@ class SQLRecords(RecordsStore):
                 " last_error = ?, next_at = COALESCE(?, next_at), finished_at = ?, lease_owner = NULL,"
                 " lease_until = NULL WHERE session_id = ? AND lease_owner = ? AND status = 'pending'",
                 status, http_status, error, next_at, None if status == "pending" else now, session_id, owner)
+            if n and status != "pending":
+                await self._forget_webhook_url(db, session_id)
             return n > 0
         return await self._write(w)
+
+    @staticmethod
+    async def _forget_webhook_url(db: DB, session_id: str) -> None:
+        """Once the event is settled, keep only the receiver's origin: a path or query the
+        relying party put in its URL could carry personal data, and records live 2 years."""
+        row = await db.fetchone("SELECT url FROM webhook_deliveries WHERE session_id = ?", session_id)
+        origin = url_origin(row["url"]) if row else None
+        await db.execute("UPDATE webhook_deliveries SET url = ? WHERE session_id = ?", origin, session_id)
+        srow = await db.fetchone("SELECT options FROM sessions WHERE session_id = ?", session_id)
+        if srow is not None:
+            opts = json.loads(srow["options"]) if srow["options"] else {}
+            if "webhook_url" in opts:
+                opts["webhook_url"] = origin
+            await db.execute("UPDATE sessions SET webhook_url = NULL, options = ? WHERE session_id = ?",
+                             dumps(opts), session_id)
 
     async def webhook_delivery(self, session_id: str) -> dict[str, Any] | None:
         row = await self._fetchone("SELECT session_id, app_id, url, payload, created_at, next_at, attempts, status,"

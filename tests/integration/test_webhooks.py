@@ -127,6 +127,12 @@ async def test_a_finished_session_is_delivered_once_and_signed(records_url: str)
         assert row is not None and row["status"] == "delivered" and row["attempts"] == 1
         assert row["http_status"] == 200 and row["finished_at"] == clock()
         assert await rec.webhook_delivery("ses_quiet") is None
+        # settled: only the receiver's origin is kept (the path or query could name someone)
+        origin = rx.url.rsplit("/hooks", 1)[0] + "/…"
+        assert row["url"] == origin
+        session = await rec.get_session("ses_a")
+        assert session["options"]["webhook_url"] == origin
+        assert await rec.sessions_owing_webhooks(T0 - 10) == []
 
 
 async def test_failures_are_retried_with_backoff_then_delivered(records_url: str) -> None:
@@ -137,6 +143,7 @@ async def test_failures_are_retried_with_backoff_then_delivered(records_url: str
         assert (await d.run_once())["retried"] == 1
         row = await rec.webhook_delivery("ses_b")
         assert row["status"] == "pending" and row["attempts"] == 1 and row["last_error"] == "http_500"
+        assert row["url"] == rx.url                       # still needed for the retries
         assert row["next_at"] == clock() + W.BACKOFF_S[0]
         clock.t += W.BACKOFF_S[0] - 1            # not due yet
         assert (await d.run_once())["attempted"] == 0
