@@ -1,12 +1,14 @@
 """Decoded frames as the analysis sees them: small BGR images made on demand.
 
-The analysis never needs a full-size BGR frame: the detector looks at 160 or 320 px wide,
-the background mean at 80×60, the face grid at half size and only over the face. A decoded
-WebRTC (or PyAV) frame is 4:2:0 YUV, so ``YuvFrame`` area-averages its planes down to the
-size wanted and converts only those pixels. The conversion is affine, so averaging first
-gives the same means as converting every pixel and averaging after (up to rounding, and
-clipping of pixels that convert outside 0..255). ``BgrFrame`` gives the same views of a
-BGR image (still images, offline callers and tests).
+The analysis never needs a full-size BGR frame: the detector looks at 160 or 320 px wide
+(resized from the half-size frame), the background mean at 80×60, the face grid at half size
+and only over the face. A decoded WebRTC (or PyAV) frame is 4:2:0 YUV, so ``YuvFrame``
+converts at half size (Y averaged 2×2; U and V are that size already), only a box around
+the face when that is all that is needed; smaller views are averaged from the half-size
+frame. The conversion is affine, so averaging first gives the same means as converting every
+pixel and averaging after (up to rounding, and clipping of pixels that convert outside
+0..255). ``BgrFrame`` gives the same views of a BGR image (still images, offline callers and
+tests).
 
 The YUV → BGR coefficients are those of FFmpeg's swscale for a frame without colour
 metadata (BT.601, limited range, chroma replicated), which is what
