@@ -742,7 +742,7 @@ def plot(rows: list[dict[str, Any]], base: list[dict[str, Any]], path: Path, cap
     ax[1].legend(fontsize=8)
     ax[2].plot(ns, [100 * r["drop_share"] for r in rows], "o-")
     ax[2].axhline(100 * MAX_DROP_SHARE, color="r", lw=0.8, ls=":", label="10 % limit")
-    ax[2].set_title("dropped frames (% of received)")
+    ax[2].set_title("dropped frames (% of those offered to the analysis)")
     ax[2].set_xlabel("concurrent sessions N")
     ax[2].set_ylim(bottom=0)
     for a in ax:
