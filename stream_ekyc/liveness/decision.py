@@ -65,7 +65,12 @@ class DecisionConfig:
     max_clipped: float = 0.4          # median share of face pixels at the sensor limit
     min_rel_response: float = 0.04   # response to white / ambient below this: too weak to judge
     min_f_stat: float = 4.0
-    max_null_response: float = 0.012  # below this relative response the face ignores the screen
+    # below this relative response the face ignores the screen: a face close enough to be
+    # judged reflects several % of the ambient level, while a still video sent through
+    # Chromium's capture and VP8 path was measured correlating with the page's colours at
+    # -1.8 … +2.1 % (e2e replays; the browser's own load follows the flashes). Both sides of
+    # this line are "not live", so it moves no APCER or BPCER, only retry vs spoof.
+    max_null_response: float = 0.03
     late_margin: float = 0.15
 
 
