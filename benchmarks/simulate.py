@@ -1300,8 +1300,7 @@ class Session:
         npx = H * W * 3
         bank = nrng.standard_normal(int(npx * 1.25) + 1, dtype=np.float32)
         shaken = bool(p["shake_px"])
-        wb_fixed = {"fixed": 1 / self.T * np.exp(np.array(p["wb_error"])),
-                    "daylight": 1 / self._tint(5500.0), "auto": None}[p["wb_mode"]]
+        wb_fixed = {"fixed": self._fixed_wb(), "daylight": 1 / self._tint(5500.0), "auto": None}[p["wb_mode"]]
         wb = G = G0 = logY0 = None
         prev_t = self.times[0]
         prev_raw = None
@@ -1378,6 +1377,39 @@ class Session:
             img *= (wb[::-1] / wb[1] * 16383).astype(np.float32)
             np.clip(img, 0, 16383, out=img)
             yield float(t), np.take(SRGB_LUT, img.astype(np.uint16))
+
+    def _fixed_wb(self) -> np.ndarray:
+        """White balance gains (RGB) of a camera set to the ambient, with its error."""
+        return 1 / self.T * np.exp(np.array(self.p["wb_error"]))
+
+    def still_light_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """A still session's frame as a linear function of the screen's colour: (4, H, W, 3)
+        float32 RGB maps [ambient, red, green, blue primary at full power], linear light after
+        the camera's converged gain and white balance, so that frame = M0 + M1·R + M2·G + M3·B
+        (noise aside). Also the first frame this session renders (BGR uint8), to check them.
+        Needs no head motion or shake, a locked exposure and a fixed white balance."""
+        p = self.p
+        moving = p["drift_px_s"] or p["shake_px"] or p["nod"][2] or any(t[0] for t in p["tremor"]) \
+            or p["roll_wobble_deg"][0]
+        if moving or p["ae_mode"] != "locked" or p["wb_mode"] != "fixed":
+            raise ValueError("light maps need a still head, a locked exposure and a fixed white balance")
+        frames = self.frames()
+        _, first = next(frames)            # packs the static maps and converges the exposure
+        frames.close()
+        wb = self._fixed_wb()
+        gain = self.ae_log[0] * wb[::-1] / wb[1]     # BGR, as the frame loop applies it
+        affine = self._affine(*self._obj_motion(float(self.times[0])))
+        obj = self.obj_maps.reshape(self.Hc, self.Wc, 4, 5)
+        size = (self.W, self.H)
+        alpha = cv2.warpAffine(np.ascontiguousarray(obj[:, :, 3, 4]), affine, size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
+        bg = self.bg_maps.reshape(self.H, self.W, 3, 4)
+        maps = np.empty((4, self.H, self.W, 3), np.float32)
+        for k in range(4):
+            layer = cv2.warpAffine(np.ascontiguousarray(obj[:, :, :3, k]), affine, size,
+                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            maps[k] = ((layer + bg[..., k] * (1.0 - alpha[..., None])) * gain)[..., ::-1]
+        return maps, first
 
     def _tint(self, cct: float) -> np.ndarray:
         T = self.C @ planck(cct)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
+
+if TYPE_CHECKING:
+    from .stores.records import RecordsStore
 
 
 class UsageError(Exception):
@@ -202,12 +205,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_apps(args: argparse.Namespace) -> int:
-    import asyncio
     import time
 
     from .api.auth import check_app_name, create_api_app
     from .config import ConfigError, Settings
-    from .stores.records import RecordsError, records_from_url
+    from .stores.records import records_from_url
     from .webhooks import new_secret, secret_text
 
     try:
@@ -217,20 +219,34 @@ def cmd_apps(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         return _fail(str(e))
 
-    async def run() -> dict[str, str] | None:
+    async def run(records: "RecordsStore") -> dict[str, str] | None:
+        now = time.time()
+        if args.action == "create":
+            app_id, api_key = await create_api_app(records, name, now)
+            out = {"app_id": app_id, "api_key": api_key}
+        else:
+            app_id = args.app_id
+            if await records.get_app(app_id) is None:
+                return None
+            out = {"app_id": app_id}
+        out["webhook_secret"] = secret_text(await records.webhook_secret(app_id, now, new_secret()))
+        return out
+
+    return _print_from_records(records, run, missing=f"no app {getattr(args, 'app_id', '')!r}")
+
+
+def _print_from_records(records: "RecordsStore", fn: Callable[["RecordsStore"], Awaitable[dict | None]],
+                        missing: str) -> int:
+    """Open the records store, print ``fn(records)`` as one JSON line and exit 0; exit 2 with
+    one line when the store fails or ``fn`` finds nothing (``missing``)."""
+    import asyncio
+
+    from .stores.records import RecordsError
+
+    async def run() -> dict | None:
         await records.start()
         try:
-            now = time.time()
-            if args.action == "create":
-                app_id, api_key = await create_api_app(records, name, now)
-                out = {"app_id": app_id, "api_key": api_key}
-            else:
-                app_id = args.app_id
-                if await records.get_app(app_id) is None:
-                    return None
-                out = {"app_id": app_id}
-            out["webhook_secret"] = secret_text(await records.webhook_secret(app_id, now, new_secret()))
-            return out
+            return await fn(records)
         finally:
             await records.close()
 
@@ -239,8 +255,8 @@ def cmd_apps(args: argparse.Namespace) -> int:
     except RecordsError as e:
         return _fail(str(e))
     if out is None:
-        return _fail(f"no app {args.app_id!r}")
-    json.dump(out, sys.stdout)
+        return _fail(missing)
+    json.dump(out, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")
     return 0
 
@@ -294,12 +310,11 @@ def _one_line(e: BaseException) -> str:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    import asyncio
     import re
 
     from .config import ConfigError, Settings
     from .pricing import parse_month, usage_report
-    from .stores.records import RecordsError, records_from_url
+    from .stores.records import records_from_url
 
     try:
         year, month = parse_month(args.month)
@@ -315,24 +330,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return _fail(str(e))
     period = f"{year:04d}-{month:02d}"
 
-    async def report() -> dict | None:
-        await records.start()
-        try:
-            if await records.get_app(app_id) is None:
-                return None
-            return usage_report(app_id, period, await records.usage(app_id, period))
-        finally:
-            await records.close()
+    async def report(records: "RecordsStore") -> dict | None:
+        if await records.get_app(app_id) is None:
+            return None
+        return usage_report(app_id, period, await records.usage(app_id, period))
 
-    try:
-        out = asyncio.run(report())
-    except RecordsError as e:
-        return _fail(str(e))
-    if out is None:
-        return _fail(f"--app: no app {app_id!r} in the records store")
-    json.dump(out, sys.stdout, separators=(",", ":"))
-    sys.stdout.write("\n")
-    return 0
+    return _print_from_records(records, report, missing=f"--app: no app {app_id!r} in the records store")
 
 
 BENCHMARKS = {"load": "load.py"}

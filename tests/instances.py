@@ -45,6 +45,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_answering(proc: subprocess.Popen, url: str, deadline: float, tail: Any) -> None:
+    """Poll ``url`` until it answers 200; fail with ``tail()`` (the server's log) if the
+    process exits first or ``deadline`` (time.monotonic) passes."""
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited ({proc.returncode}): {tail()}")
+        try:
+            with _LOCAL.open(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server did not answer {url}: {tail()}")
+        time.sleep(0.1)
+
+
 def serve_command() -> list[str]:
     exe = Path(sys.executable).with_name("stream-ekyc")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "stream_ekyc.cli"]
@@ -87,18 +104,8 @@ class Instance:
 
     def wait_ready(self, deadline: float) -> None:
         assert self.proc is not None
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"instance {self.name} exited ({self.proc.returncode}): {self.log_tail()}")
-            try:
-                with _LOCAL.open(f"{self.base_url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"instance {self.name} did not become ready: {self.log_tail()}")
-            time.sleep(0.1)
+        wait_answering(self.proc, f"{self.base_url}/readyz", deadline,
+                       lambda: f"instance {self.name}: {self.log_tail()}")
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         proc, self.proc = self.proc, None

@@ -392,7 +392,6 @@ class SQLRecords(RecordsStore):
     async def create_session(self, session_id: str, app_id: str, client_token_hash: str,
                              options: dict[str, Any], now: float, expires_at: float) -> dict[str, Any]:
         opts = dumps(options)
-
         hook = options.get("webhook_url")
 
         async def w(db: DB) -> dict[str, Any]:

@@ -11,18 +11,17 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from tests.instances import free_port, serve_command, wait_answering
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,16 +32,6 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-
-
-# no proxy, whatever the environment says: test traffic stays on 127.0.0.1
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -102,31 +91,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server-data")
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_path = RESULTS / "server.log"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_EKYC_")}
     env.update({"STREAM_EKYC_ICE_LOOPBACK_ONLY": "1", "STREAM_EKYC_DATA_DIR": str(data_dir),
                 "STREAM_EKYC_LOG_LEVEL": "INFO"})
-    exe = Path(sys.executable).with_name("stream-ekyc")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "stream_ekyc.cli"]
     log = open(log_path, "wb")
-    proc = subprocess.Popen([*cmd, "serve", "--demo", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([*serve_command(), "serve", "--demo", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     srv = Server(base, data_dir, log_path, proc)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the server exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
-            try:
-                with _LOCAL.open(f"{base}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not answer /healthz: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_answering(proc, f"{base}/healthz", time.monotonic() + 30, lambda: log_path.read_text()[-2000:])
         yield srv
     finally:
         if proc.poll() is None:

@@ -158,24 +158,7 @@ def simulated_bona_fide(seed: int, photo: str | None = None) -> LightMaps:
     import simulate
 
     s = simulate.Session("bona_fide", seed, dict(STILL, **({"photo": photo} if photo else {})))
-    frames = s.frames()
-    _, first = next(frames)               # packs the static maps and converges AE / WB
-    frames.close()
-    gain = s.ae_log[0]
-    wb = np.exp(np.asarray(s.p["wb_error"])) / s.T
-    wb = wb / wb[1]
-    dx, dy, roll = s._obj_motion(float(s.times[0]))
-    affine = s._affine(dx, dy, roll)
-    obj = s.obj_maps.reshape(s.Hc, s.Wc, 4, 5)
-    alpha = cv2.warpAffine(np.ascontiguousarray(obj[:, :, 3, 4]), affine, (W, H), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT)
-    bg = s.bg_maps.reshape(H, W, 3, 4)
-    maps = np.empty((4, H, W, 3), np.float32)
-    for k in range(4):
-        layer = cv2.warpAffine(np.ascontiguousarray(obj[:, :, :3, k]), affine, (W, H),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        bgr = layer + bg[..., k] * (1.0 - alpha[..., None])
-        maps[k] = (bgr * (gain * wb[::-1]))[..., ::-1]         # BGR → RGB, camera gain and WB
+    maps, first = s.still_light_maps()
     meta = s.meta()
     x0, y0, x1, y1 = meta["face_region_px"]
     lm = LightMaps(maps, ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), meta["photo"],
