@@ -451,7 +451,8 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     cpu = cpu1 - cpu0
     wall = t1 - t0
     received = analysed = dropped = skipped = 0
-    video_s = 0.0            # CPU seconds spent re-encoding the evidence video (the pipeline's own timing)
+    video_s = 0.0            # CPU seconds spent re-encoding the evidence video (non-VP8 streams; the pipeline's own timing)
+    mux_s = 0.0              # CPU seconds spent muxing the received VP8 frames into WebM (the pipeline's own timing)
     verdict_ms: list[float] = []
     an_p95: list[float] = []
     missed: list[dict[str, Any]] = []
@@ -468,6 +469,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         skipped += int(counts.get("skipped", 0))
         timings = res.get("timings") or {}
         video_s += float(timings.get("video_encode_ms_per_frame") or 0) * int(counts.get("video_frames", 0)) / 1000
+        mux_s += float(timings.get("video_mux_ms") or 0) / 1000
         if timings.get("analysis_latency_p95_ms") is not None:
             an_p95.append(float(timings["analysis_latency_p95_ms"]))
         outcomes.setdefault(s["kind"], {})
@@ -512,6 +514,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "cpu_s_per_stream_s": round(cpu / stream_s, 4) if stream_s else None,
         "cores_used": round(cpu / wall, 3) if wall else None,
         "video_encode_cpu_s": round(video_s, 2), "video_encode_cpu_share": round(video_s / cpu, 3) if cpu else None,
+        "video_mux_cpu_s": round(mux_s, 3), "video_mux_cpu_share": round(mux_s / cpu, 4) if cpu else None,
         "frames_received": received, "frames_analysed": analysed, "frames_dropped": dropped,
         "frames_skipped": skipped, "drop_share_of_received": round(dropped / received, 4) if received else 0.0,
         "drop_share": round(drop_share, 4),
@@ -597,6 +600,8 @@ def leak_check(args: argparse.Namespace, pool: list[Path], work: Path, progress:
 # (category, substrings of a stack: the first category whose substring is in the stack wins)
 PROFILE_CATEGORIES = (
     ("evidence video re-encoding (H.264)", ("VideoRecorder",)),
+    ("evidence video muxing (received VP8 to WebM)", ("RemuxRecorder", "mux_webm")),
+    ("evidence video: keeping the received VP8 frames", ("encoded_frame_tap.py", "Vp8FrameBuffer")),
     ("face detection (YuNet)", ("YuNet.",)),
     ("signals (patches, background)", ("SignalExtractor",)),
     ("frame to BGR + other per-frame analysis", ("FrameAnalyzer", "LivePipeline._analyze")),

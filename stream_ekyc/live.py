@@ -4,8 +4,11 @@
 answers the SDP offer, wires the video track and the ``ekyc`` data channel into a
 pipeline, records every state transition, and when the pipeline ends stores the evidence
 (best frame, audit frames, algorithm packet, video of the challenge window) in the media
-store and the result in the records store. Every peer connection is closed at the end:
-its decoder threads would otherwise outlive the session.
+store and the result in the records store. The video track's receiver is tapped for its
+encoded frames (``encoded_frame_tap``), so a VP8 stream's evidence video is stored as
+received (``challenge.webm``); any other codec's is re-encoded (``challenge.mp4``). Every
+peer connection is closed at the end: its decoder threads would otherwise outlive the
+session.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from . import compare, idphoto
 from .api.app import CLOCK, EXECUTOR, MEDIA, METRICS, SETTINGS, set_state
+from .encoded_frame_tap import receiver_of, tap_encoded_frames
 from .pipeline import LivePipeline, PipelineConfig, PipelineResult
 from .stores.media import KIND_ID_PHOTO
+from .vp8_evidence import WEBM, Vp8FrameBuffer
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +108,18 @@ class LiveSessions:
             if "track" in parts and "channel" in parts and not ready.done():
                 ready.set_result((parts["track"], parts["channel"]))
 
+        record_encoded = self.pipeline_config.record_video and not self.settings.decode_only
+
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "video" and "track" not in parts:
                 parts["track"] = track
+                if record_encoded:
+                    # before the receiver's decoder starts (aiortc starts it after this event)
+                    receiver = receiver_of(pc, track)
+                    encoded = Vp8FrameBuffer()
+                    if receiver is not None and tap_encoded_frames(receiver, encoded):
+                        parts["encoded"] = encoded
                 maybe_ready()
 
         @pc.on("datachannel")
@@ -157,7 +170,8 @@ class LiveSessions:
                     await set_state(app, sid, state, expected=(prev,))
 
             pipeline = LivePipeline(executor=app[EXECUTOR], send=send, on_state=on_state,
-                                    metrics=app[METRICS], config=self.pipeline_config)
+                                    metrics=app[METRICS], config=self.pipeline_config,
+                                    encoded=parts.get("encoded"))
             self._pipelines[sid] = pipeline
             channel.remove_all_listeners("message")
             for m in parts.get("early", []):
@@ -181,6 +195,8 @@ class LiveSessions:
             await set_state(app, sid, "failed", expected=("created", "connected", "fitting", "challenging",
                                                           "scoring"), detail="internal_error")
         finally:
+            if "encoded" in parts:
+                parts["encoded"].close()      # the receiver keeps calling it until closed
             self._pipelines.pop(sid, None)
             self._tasks.pop(sid, None)
             self._pcs.pop(sid, None)
@@ -242,7 +258,8 @@ class LiveSessions:
         await media.put(sid, "packet", "packet.json", json.dumps(ev.packet, separators=(",", ":")).encode(),
                         "application/json", delete_at)
         if ev.video:
-            await media.put(sid, "video", "challenge.mp4", ev.video, ev.video_type, delete_at)
+            name = "challenge.webm" if ev.video_type == WEBM else "challenge.mp4"
+            await media.put(sid, "video", name, ev.video, ev.video_type, delete_at)
         if result.verdict is None:
             await set_state(app, sid, "failed", expected=("connected", "fitting", "challenging", "scoring"),
                             detail=result.reason or "aborted")

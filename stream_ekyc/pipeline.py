@@ -15,8 +15,11 @@ only small views to BGR. Every frame is analysed from shortly before the first c
 end of the scoring window (the scorer's lag search wants them all); before that, during face
 fitting and the countdown, only guidance and the best-frame choice use the records, so the
 reader passes at most ``fit_fps`` frames a second to the slot (the others are counted as
-``skipped``, not dropped). The evidence video is encoded at ``video_fps`` from the decoded
-frames themselves, one encoder thread per session.
+``skipped``, not dropped). The evidence video of a VP8 stream is the received frames
+themselves (``vp8_evidence``: kept as they arrive through ``encoded_frame_tap``, muxed into
+WebM at the end, no decode, no encode); for any other codec, or when the tap is unavailable,
+it is re-encoded to H.264/MP4 at ``video_fps`` from the decoded frames, one encoder thread
+per session.
 
 Clocks: frames are placed on the server's monotonic clock from their RTP timestamps
 (``frame.time``) plus the smallest arrival offset seen so far, so network jitter does not
@@ -50,6 +53,7 @@ from .liveness.signals import FrameRecord
 from .offline import BestFrameKeeper
 from .session import OUTCOME, guidance, user_reason
 from .vision.planes import YuvFrame, as_frame
+from .vp8_evidence import RTP_CLOCK, WEBM, Vp8FrameBuffer, mux_webm
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +146,7 @@ class Evidence:
     audit_jpegs: list[bytes] = field(default_factory=list)
     packet: dict[str, Any] = field(default_factory=dict)
     video: bytes | None = None
-    video_type: str = "video/mp4"
+    video_type: str = "video/mp4"            # video/webm (VP8 as received) or video/mp4 (re-encoded)
 
 
 @dataclass
@@ -158,12 +162,14 @@ class PipelineResult:
 class VideoRecorder:
     """Re-encodes the received frames of the challenge window to H.264/MP4 in the executor.
 
-    aiortc decodes inside its receiver and exposes no encoded frames, so recording without
-    re-encoding is not possible through its public API; the cost is measured by the load
-    benchmark. At most ``fps`` frames a second are encoded (the decoded frames themselves,
+    The fallback for streams that are not VP8 (or when the encoded-frame tap is unavailable:
+    aiortc exposes no encoded frames through its public API); the cost is measured by the
+    load benchmark. At most ``fps`` frames a second are encoded (the decoded frames themselves,
     no copy), by one x264 thread: x264's own threads would run outside the bounded executor
     and multiply with the sessions. A bounded backlog keeps a slow encoder from growing
     memory: beyond it, frames are skipped and counted."""
+
+    content_type = "video/mp4"
 
     def __init__(self, executor: Executor, max_backlog: int, fps: float = 30.0) -> None:
         self.executor = executor
@@ -251,12 +257,55 @@ class VideoRecorder:
         return await asyncio.get_running_loop().run_in_executor(self.executor, close)
 
 
+class RemuxRecorder:
+    """The received VP8 frames of the window, muxed into WebM as they are, in the executor.
+
+    ``buffer`` (filled by the encoded-frame tap since the stream began) keeps the frames from
+    the last keyframe at or before the window start; ``finish`` takes them up to the window's
+    end and muxes them. ``frames`` counts the frames muxed, ``mux_s`` the CPU time of the mux
+    (thread time: the mux runs on one executor thread)."""
+
+    content_type = WEBM
+
+    def __init__(self, executor: Executor, buffer: Vp8FrameBuffer) -> None:
+        self.executor = executor
+        self.buffer = buffer
+        self.frames = 0
+        self.skipped = 0
+        self.mux_s = 0.0
+        self.first_ts: int | None = None      # RTP timestamp of the video's first frame
+
+    async def finish(self, start: int, end: int) -> bytes | None:
+        """The WebM file of the frames between RTP ticks ``start`` and ``end`` (None if the
+        recording was abandoned or nothing was kept); the buffer is released either way."""
+        frames = self.buffer.take(start, end)
+        self.buffer.close()
+        if not frames:
+            return None
+
+        def mux() -> tuple[bytes, float]:
+            started = time.thread_time()
+            data = mux_webm(frames)
+            return data, time.thread_time() - started
+
+        try:
+            data, self.mux_s = await asyncio.get_running_loop().run_in_executor(self.executor, mux)
+        except Exception:
+            log.exception("video muxing failed")
+            return None
+        self.frames = len(frames)
+        self.first_ts = frames[0].timestamp
+        return data
+
+
 class LivePipeline:
     def __init__(self, *, executor: Executor, send: Callable[[dict[str, Any]], None],
                  on_state: Callable[[str], Awaitable[None]] | None = None,
                  metrics: Any = None, config: PipelineConfig | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, encoded: Vp8FrameBuffer | None = None) -> None:
         self.executor = executor
+        # the received encoded frames (the caller's tap fills it); None: re-encode the evidence
+        self.encoded = encoded
         self.send = send
         self.on_state = on_state
         self.metrics = metrics
@@ -278,7 +327,7 @@ class LivePipeline:
         self._origin: float | None = None    # server time of the session clock's zero
         self._ended = asyncio.Event()
         self._aborted: str | None = None
-        self._recorder: VideoRecorder | None = None
+        self._recorder: VideoRecorder | RemuxRecorder | None = None
         self._record_window: tuple[float, float] | None = None
         self.timings: dict[str, float] = {}
         self.latencies: deque[float] = deque(maxlen=2048)
@@ -326,10 +375,12 @@ class LivePipeline:
                 off = arrival - ft
                 if self._offset is None or off < self._offset:
                     self._offset = off
+                    if isinstance(self._recorder, RemuxRecorder):
+                        self._recorder.buffer.set_window(*self._rtp_window())
                 if self._origin is None:
                     self._origin = ft + self._offset
                 t = ft + self._offset - self._origin
-                if self._recorder is not None and self._record_window is not None:
+                if isinstance(self._recorder, VideoRecorder) and self._record_window is not None:
                     lo, hi = self._record_window
                     if lo <= t <= hi:
                         self._recorder.add(frame, t)
@@ -341,6 +392,14 @@ class LivePipeline:
             raise
         except Exception:   # MediaStreamError: the track ended
             self.abort(self._aborted or "track_ended")
+
+    def _rtp_window(self) -> tuple[int, int]:
+        """The evidence window in RTP ticks: the frame time (RTP timestamp / 90 kHz) that the
+        session clock's mapping places at each end, with the offset as it stands now."""
+        assert self._record_window is not None and self._origin is not None and self._offset is not None
+        shift = self._origin - self._offset
+        lo, hi = self._record_window
+        return math.floor((lo + shift) * RTP_CLOCK), math.ceil((hi + shift) * RTP_CLOCK)
 
     def _analyze(self, frame: Any, t: float) -> tuple[FrameRecord, YuvFrame]:
         planes = YuvFrame.from_av(frame)
@@ -431,8 +490,14 @@ class LivePipeline:
                                                         for s in secret.steps)))
         post = scorer_window.config.post_s
         if cfg.record_video:
-            self._recorder = VideoRecorder(self.executor, cfg.video_queue, cfg.video_fps)
             self._record_window = (first_at - 0.5, planned_end + post)
+            if self.encoded is not None and self.encoded.usable and self._origin is not None:
+                self._recorder = RemuxRecorder(self.executor, self.encoded)
+                self.encoded.set_window(*self._rtp_window())
+            else:
+                if self.encoded is not None:
+                    self.encoded.close()          # not VP8 (or nothing kept): re-encode
+                self._recorder = VideoRecorder(self.executor, cfg.video_queue, cfg.video_fps)
         self._full_rate_from = first_at - scorer_window.config.pre_s - cfg.full_rate_margin_s
         keeper = BestFrameKeeper(scorer_window.challenge, keep_image=True)
         sent_steps: list[Step] = []
@@ -512,6 +577,19 @@ class LivePipeline:
             return buf.tobytes() if ok else b""
         return await self.loop.run_in_executor(self.executor, enc)
 
+    def _video_meta(self, ev: Evidence) -> dict[str, Any] | None:
+        """What the stored video is, and where its time 0 is on the session clock."""
+        rec = self._recorder
+        if ev.video is None or rec is None:
+            return None
+        start: float | None = None
+        if isinstance(rec, RemuxRecorder) and rec.first_ts is not None and self._origin is not None:
+            start = rec.first_ts / RTP_CLOCK + (self._offset or 0.0) - self._origin
+        elif isinstance(rec, VideoRecorder):
+            start = rec._t0
+        return {"content_type": ev.video_type, "frames": rec.frames,
+                "start_s": None if start is None else round(start, 4)}
+
     async def _finish(self, verdict: Verdict | None, keeper: BestFrameKeeper | None,
                       audit: list[bytes]) -> PipelineResult:
         ev = Evidence(audit_jpegs=[a for a in audit if a][: self.config.max_audit_frames])
@@ -519,14 +597,29 @@ class LivePipeline:
             ev.best_image = await self.loop.run_in_executor(self.executor, keeper.best_bgr)
             ev.best_jpeg = await self._jpeg(ev.best_image)
             ev.best = keeper.to_dict()
-        if self._recorder is not None:
-            ev.video = await self._recorder.finish()
+        rec = self._recorder
+        if isinstance(rec, RemuxRecorder):
+            ev.video = await rec.finish(*self._rtp_window())
+        elif rec is not None:
+            ev.video = await rec.finish()
+        if self.encoded is not None:
+            if self.encoded.abandoned is not None:
+                log.warning("evidence video: received frames past the %s cap, %s", self.encoded.abandoned,
+                            "not stored" if isinstance(rec, RemuxRecorder) else "re-encoded instead")
+            self.encoded.close()
+        if rec is not None:
+            ev.video_type = rec.content_type
         counts = {"received": self.received, "analysed": self.analysed, "dropped": self.slot.dropped,
                   "skipped": self.cadence.skipped,
-                  "video_frames": self._recorder.frames if self._recorder else 0,
-                  "video_skipped": self._recorder.skipped if self._recorder else 0}
-        if self._recorder is not None and self._recorder.frames:
-            self.timings["video_encode_ms_per_frame"] = round(self._recorder.encode_s * 1000 / self._recorder.frames, 3)
+                  "video_frames": rec.frames if rec else 0,
+                  "video_skipped": rec.skipped if rec else 0,
+                  # the received-frame buffer hit a cap (before the window: re-encoded instead)
+                  "video_abandoned": int(self.encoded is not None and self.encoded.abandoned is not None)}
+        if isinstance(rec, VideoRecorder) and rec.frames:
+            self.timings["video_encode_ms_per_frame"] = round(rec.encode_s * 1000 / rec.frames, 3)
+        if isinstance(rec, RemuxRecorder) and rec.frames:
+            self.timings["video_mux_ms"] = round(rec.mux_s * 1000, 3)
+            self.timings["video_mux_ms_per_frame"] = round(rec.mux_s * 1000 / rec.frames, 4)
         if self.latencies:
             lat = np.array(self.latencies)
             self.timings["analysis_latency_p50_ms"] = round(float(np.percentile(lat, 50)) * 1000, 2)
@@ -541,6 +634,7 @@ class LivePipeline:
             "quality": verdict.quality if verdict else {},
             "verdict": verdict.to_dict() if verdict else None,
             "timings": self.timings, "counts": counts,
+            "video": self._video_meta(ev),
         }
         if verdict is None:
             return PipelineResult(None, "aborted", self._aborted, self.timings, counts, ev)
