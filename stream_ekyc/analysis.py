@@ -1,10 +1,18 @@
-"""One analysed frame: detect (YuNet), smooth the landmarks, measure the signals.
+"""One analysed frame: detect (YuNet) or hold the tracked face, measure the signals.
 
 ``FrameAnalyzer.analyze`` is the CPU work of the pipeline: it runs off the event loop
 (in a bounded executor for live sessions, in the caller's thread offline). It keeps a
 little per-session tracking state (the last face, for choosing the detector's input size
 and smoothing landmark jitter), so use one analyzer per session; the ONNX model behind it
 is shared by the whole process.
+
+Detection is the largest part of a frame's cost, and the applicant is asked to hold still
+while the colours play, so a face that was found alone and still is *held* for up to
+``detect_every - 1`` frames: those frames are measured with the last detected geometry and
+marked ``detected=False``. Any detection that finds no face, several faces or motion
+(more than ``still_iod`` of the inter-ocular distance since the previous detection) turns
+holding off until the face is still again, so a moving or leaving face is re-detected on
+every frame. The quality gates measure motion on detected frames only.
 """
 
 from __future__ import annotations
@@ -26,12 +34,16 @@ class FrameAnalyzer:
     small_width = 160      # detector input width for a close face
     large_width = 320      # used while the face is small or lost
     smooth = 0.5           # landmark smoothing weight of the previous frame (when still)
+    still_iod = 0.1        # eye-centre motion between detections that counts as still
 
-    def __init__(self) -> None:
+    def __init__(self, detect_every: int = 3) -> None:
         self.detector = get_detector()
         self.signals = SignalExtractor()
+        self.detect_every = max(1, int(detect_every))
         self._last: FaceGeometry | None = None
         self._misses = 0
+        self._held = 0           # frames measured with the last geometry since it was detected
+        self._holdable = False   # the last detection found one face, still
 
     def _input_width(self, frame_w: int) -> int:
         if self._last is None:
@@ -43,6 +55,10 @@ class FrameAnalyzer:
     def analyze(self, t: float, frame: Any) -> FrameRecord:
         """One record for ``frame``: a BGR ndarray, a ``vision.planes`` frame or a PyAV frame."""
         frame = as_frame(frame)
+        if self._holdable and self._last is not None and self._held < self.detect_every - 1:
+            self._held += 1
+            return self.signals.extract(t, frame, [self._last], detected=False)
+        self._held = 0
         w = frame.width
         width = self._input_width(w)
         src = frame.detector_source(width)
@@ -51,11 +67,13 @@ class FrameAnalyzer:
         geoms = [FaceGeometry(tuple(float(v) * scale for v in f.box),
                               np.asarray(f.landmarks, dtype=np.float64) * scale, float(f.score))
                  for f in faces]
+        self._holdable = False
         if geoms:
             g = geoms[0]
             if self._last is not None:
                 move = np.linalg.norm(g.eye_centre - self._last.eye_centre) / max(g.iod, 1.0)
-                if move < 0.1:   # still: average out detector jitter
+                self._holdable = len(geoms) == 1 and move < self.still_iod
+                if move < self.still_iod:   # still: average out detector jitter
                     a = self.smooth
                     g = FaceGeometry(tuple(a * np.array(self._last.box) + (1 - a) * np.array(g.box)),
                                      a * self._last.landmarks + (1 - a) * g.landmarks, g.score)

@@ -51,6 +51,8 @@ class BestFrameKeeper:
         return t < self.challenge.start or t > self.challenge.end + 0.6
 
     def offer(self, rec: FrameRecord, image: np.ndarray | None = None) -> None:
+        if not rec.detected:     # only frames whose face was detected on them (and sharpness measured)
+            return
         q, comp = frame_quality(rec, self._prev)
         self._prev = rec
         if q <= 0:

@@ -173,8 +173,10 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
     q["face_share"] = len(with_face) / max(1, len(in_ch))
     q["multi_share"] = sum(r.n_faces > 1 for r in in_ch) / max(1, len(in_ch))
     if with_face:
-        iods = np.array([r.face.iod for r in with_face])
-        centres = np.array([r.face.eye_centre for r in with_face])
+        # motion from detected frames only (a held face has, by construction, not moved)
+        seen = [r for r in with_face if r.detected] or with_face
+        iods = np.array([r.face.iod for r in seen])
+        centres = np.array([r.face.eye_centre for r in seen])
         q["iod_px"] = float(np.median(iods))
         q["motion"] = float(np.percentile(np.linalg.norm(centres - np.median(centres, axis=0), axis=1), 90)
                             / max(q["iod_px"], 1.0))

@@ -84,6 +84,7 @@ class FrameRecord:
     clipped: float = 0.0                  # share of face pixels with a channel >= 250
     crushed: float = 0.0                  # share of face pixels with luma <= 12
     sharpness: float = 0.0
+    detected: bool = True                 # False: measured with the face held from an earlier frame
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +99,8 @@ class FrameRecord:
             d.update(patches=arr(self.patches), quartiles=arr(self.quartiles), skin=arr(self.skin),
                      luma=round(self.luma, 2), clipped=round(self.clipped, 4),
                      crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2))
+            if not self.detected:
+                d["detected"] = False
         d["background"] = arr(self.background)
         return d
 
@@ -111,7 +114,8 @@ class FrameRecord:
         return cls(t=d["t"], width=d["w"], height=d["h"], n_faces=d["n_faces"], face=face,
                    patches=opt("patches"), quartiles=opt("quartiles"), skin=opt("skin"),
                    background=opt("background"), luma=d.get("luma", 0.0), clipped=d.get("clipped", 0.0),
-                   crushed=d.get("crushed", 0.0), sharpness=d.get("sharpness", 0.0))
+                   crushed=d.get("crushed", 0.0), sharpness=d.get("sharpness", 0.0),
+                   detected=bool(d.get("detected", True)))
 
 
 def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
@@ -187,10 +191,12 @@ class SignalExtractor:
 
     bg_size = (80, 60)
 
-    def extract(self, t: float, frame: Any, faces: list) -> FrameRecord:
+    def extract(self, t: float, frame: Any, faces: list, detected: bool = True) -> FrameRecord:
+        """``detected=False``: ``faces`` is a held geometry, not this frame's detection (the
+        sharpness, used only to choose the best frame among detected ones, is not measured)."""
         frame = as_frame(frame)
         w, h = frame.width, frame.height
-        rec = FrameRecord(t=t, width=w, height=h, n_faces=len(faces))
+        rec = FrameRecord(t=t, width=w, height=h, n_faces=len(faces), detected=detected)
         face = None
         if faces:
             f0 = faces[0]
@@ -217,6 +223,8 @@ class SignalExtractor:
         rec.luma = float(luma_u8.mean())
         rec.clipped = float((inner_u8.max(axis=1) >= 250).mean())
         rec.crushed = float((luma_u8 <= 12).mean())
+        if not detected:
+            return rec
         gray = cv2.cvtColor(canon, cv2.COLOR_BGR2GRAY)
         rec.sharpness = float(cv2.Laplacian(gray, cv2.CV_32F)[2:-2, 2:-2].var())
         return rec

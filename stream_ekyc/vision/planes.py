@@ -126,7 +126,11 @@ class YuvFrame:
         return self._half_planes
 
     def scaled(self, size: tuple[int, int]) -> np.ndarray:
-        """BGR at ``size`` (w, h), area-averaged (from the half-size frame when it is smaller)."""
+        """BGR at ``size`` (w, h), area-averaged. Below half size the planes are averaged
+        first and only the small result is converted (the whole half-size frame is converted
+        only if something else asked for it already)."""
+        if self._half is None and size[0] <= self.width // 2 and size[1] <= self.height // 2:
+            return yuv_to_bgr(*(_area(p, size) for p in self._planes_half()))
         return _scaled(self, size)
 
     def half(self) -> np.ndarray:
@@ -142,9 +146,12 @@ class YuvFrame:
         return yuv_to_bgr(*(p[y0:y1, x0:x1] for p in self._planes_half()))
 
     def detector_source(self, width: int) -> np.ndarray:
-        """What the detector resizes to ``width``, as for ``BgrFrame``: the half-size frame
-        when that is enough (the face crop then slices the same conversion)."""
-        return self.half() if width <= self.width // 2 else self.bgr()
+        """The detector's input at ``width``: area-averaged from the planes and converted at
+        that size when it is at most half the frame's width (the detector then has nothing
+        to resize), else the whole frame."""
+        if width <= self.width // 2:
+            return self.scaled((width, max(1, int(round(self.height * width / self.width)))))
+        return self.bgr()
 
     def bgr(self) -> np.ndarray:
         """The whole frame in BGR (JPEG evidence, the face match): swscale, as before."""
