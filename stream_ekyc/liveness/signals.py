@@ -153,11 +153,14 @@ def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float
 def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
     """The face-aligned CANON_W × CANON_H BGR crop, sampled from the half-size frame.
 
-    Only the half-size pixels the warp reads are converted (a box around the canonical
+    From YUV planes, each plane is warped and only the crop converted. From a BGR image,
+    only the half-size pixels the warp reads are converted (a box around the canonical
     rectangle, two pixels wider for the bilinear taps); the result equals warping the whole
     half-size frame, border replication at the frame's edges included."""
     hw, hh = frame.width // 2, frame.height // 2
     m = canonical_transform(face, scale=hw / frame.width)
+    if isinstance(frame, YuvFrame):
+        return frame.warp_half(m, (CANON_W, CANON_H))
     xs = m[0, 0] * _CORNERS[0] + m[0, 1] * _CORNERS[1] + m[0, 2]
     ys = m[1, 0] * _CORNERS[0] + m[1, 1] * _CORNERS[1] + m[1, 2]
     x0 = min(max(int(np.floor(xs.min())) - 2, 0), hw - 1)
@@ -212,7 +215,8 @@ class SignalExtractor:
             return rec
         canon = _canonical_face(frame, face)
         lin = linearize(canon)[:, :, ::-1]                     # RGB order from here on
-        blocks = lin.reshape(GRID_ROWS, CELL, GRID_COLS, CELL, 3).mean(axis=(1, 3))
+        # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
+        blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)
         rec.patches = blocks.reshape(-1, 3).astype(np.float64)
         rec.skin = rec.patches[SKIN_PATCHES].mean(axis=0)
         inner = lin[INNER_MASK]                               # (n, 3)

@@ -145,6 +145,17 @@ class YuvFrame:
             return self._half[y0:y1, x0:x1]
         return yuv_to_bgr(*(p[y0:y1, x0:x1] for p in self._planes_half()))
 
+    def warp_half(self, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """BGR of the half-size frame warped by ``m`` (a map from output pixels to half-size
+        pixels, bilinear, edges replicated) to ``size`` (w, h). Each plane is warped and only
+        the small result converted: interpolation and the conversion are both affine, so
+        this equals converting first, up to rounding (and clipping of out-of-range pixels)."""
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        if self._half is not None:
+            return cv2.warpAffine(self._half, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        return yuv_to_bgr(*(cv2.warpAffine(p, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+                            for p in self._planes_half()))
+
     def detector_source(self, width: int) -> np.ndarray:
         """The detector's input at ``width``: area-averaged from the planes and converted at
         that size when it is at most half the frame's width (the detector then has nothing

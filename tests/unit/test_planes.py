@@ -98,3 +98,19 @@ def test_frames_in_other_formats_are_converted_first(fmt):
     f = av.VideoFrame.from_ndarray(_scene(), format="bgr24").reformat(format=fmt)
     yf = YuvFrame.from_av(f)
     assert yf.y.shape == (480, 640) and yf.u.shape == (240, 320)
+
+
+def test_the_face_crop_warped_plane_by_plane_equals_converting_first():
+    """From YUV planes each plane is warped and only the crop converted: the same crop as
+    warping the converted half-size frame, up to rounding."""
+    lm = np.array([[280.0, 200.0], [360.0, 204.0], [322.0, 250.0], [290.0, 300.0], [352.0, 302.0]])
+    face = FaceGeometry((240.0, 150.0, 160.0, 200.0), lm, 0.9)
+    decoded = _decoded(_scene())
+    planes = YuvFrame.from_av(decoded)
+    converted = YuvFrame.from_av(decoded)
+    converted.half()                      # the whole half-size frame converted first
+    a = _canonical_face(planes, face).astype(int)
+    b = _canonical_face(converted, face).astype(int)
+    assert a.shape == (CANON_H, CANON_W, 3)
+    assert np.abs(a - b).max() <= 3 and (np.abs(a - b) <= 1).mean() > 0.97
+    assert np.abs((a - b).mean(axis=(0, 1))).max() < 0.5
