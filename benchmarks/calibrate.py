@@ -7,7 +7,9 @@ The model is a plain L2-regularised logistic regression over the physical featur
 in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box), trained
 with every attack species weighted as much as all bona fide sessions together. The
 threshold is the lowest one at which no attack species is accepted more often than
-``--max-apcer`` on the tuning set (keeping a margin for unseen seeds).
+``--max-apcer`` on the tuning set (default 0.02, what is shipped: the targets are not met,
+and the operating point errs towards rejecting genuine applicants rather than accepting
+attacks).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1.0, i
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scores", default=str(HERE / "data" / "tune_scores.jsonl"))
-    ap.add_argument("--max-apcer", type=float, default=0.0)
+    ap.add_argument("--max-apcer", type=float, default=0.02)
     ap.add_argument("--l2", type=float, default=2.0)
     ap.add_argument("--exclude", default="", help="comma-separated feature names to leave out")
     args = ap.parse_args()
