@@ -458,6 +458,8 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     missed: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, int]] = {}
     correct = {"bona_fide": [0, 0], "attack": [0, 0]}
+    face_of = {slot["id"]: Path(slot["assets"]).stem for slot in slots}
+    by_face: dict[str, list[int]] = {}      # bona fide [passed, sessions] per simulated face
     for s in sess:
         sid = s.get("session_id")
         row = stored.get(sid or "", {})
@@ -498,6 +500,10 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         correct[group][1] += 1
         ok = (s.get("outcome") == "passed") if group == "bona_fide" else (s.get("outcome") not in ("passed", None))
         correct[group][0] += int(ok)
+        if group == "bona_fide":
+            f = by_face.setdefault(face_of.get(s.get("slot"), "?"), [0, 0])
+            f[0] += int(ok)
+            f[1] += 1
     fps = args.fps
     stream_s = received / fps
     # of the frames offered to the analysis (received, less those the pipeline does not
@@ -525,6 +531,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "verdict_latency_max_ms": round(max(verdict_ms), 1) if verdict_ms else None,
         "outcomes": outcomes,
         "bona_fide_passed": correct["bona_fide"], "attacks_rejected": correct["attack"],
+        "bona_fide_passed_by_face": by_face,
         "missed_deadline": len(missed), "missed": missed[:10],
         "rss_start_mb": round(rss0, 1), "rss_peak_mb": round(sampler.peak(t0, t1 + 0.5), 1),
         "client_cpu_s": round(client_cpu, 2), "client_procs": procs,
@@ -946,6 +953,11 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
         "memory_per_session_le_60_mb": None if mem is None else mem <= 60,
         "no_rss_growth_over_200_sessions": None if leak_slope is None else leak_slope < 5.0,
     }
+    # the scorer's own errors (issue 2: BPCER) against errors the load adds: each face's
+    # bona fide pass share at every level, and at the reference N against N=1
+    faces = sorted({f for r in rows for f in r.get("bona_fide_passed_by_face", {})})
+    pass_by_face = {f: {r["n"]: r["bona_fide_passed_by_face"][f] for r in rows
+                        if f in r.get("bona_fide_passed_by_face", {})} for f in faces}
     if other_load() and not notes:
         notes.append("another benchmark (benchmarks/accuracy.py) started during the run and shared the cores")
     report = {
@@ -967,6 +979,7 @@ def sweep(args: argparse.Namespace, pool: list[Path], work: Path, progress: Prog
         "targets_met": targets,
         "criteria": {"outcome_within_s_of_answer": DEADLINE_OUTCOME_S,
                      "verdict_after_window_ms_max": DEADLINE_VERDICT_MS, "drop_share_max": MAX_DROP_SHARE},
+        "bona_fide_passed_by_face_and_n": pass_by_face,
         "rows": rows, "decode_only_rows": base_rows, "leak_check": leak, "profile": prof,
         "machine": info, "commit": git_commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1), "notes": notes,
