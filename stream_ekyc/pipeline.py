@@ -456,7 +456,8 @@ class LivePipeline:
                 break
             rec, img = got
             code = guidance(rec, prev)
-            prev = rec
+            if rec.detected:     # motion is measured between detections (a held face has not moved)
+                prev = rec
             now = self.loop.time()
             if code != last_code or now - last_sent >= cfg.guidance_every_s:
                 self.send({"type": "guidance", "code": code})
