@@ -255,8 +255,7 @@ class LiveSessions:
         for i, jpg in enumerate(ev.audit_jpegs):
             await media.put(sid, "audit_frame", f"audit_{i}.jpg", jpg, "image/jpeg", delete_at)
         stored["audit_frames"] = len(ev.audit_jpegs)
-        await media.put(sid, "packet", "packet.json", json.dumps(ev.packet, separators=(",", ":")).encode(),
-                        "application/json", delete_at)
+        await media.put(sid, "packet", "packet.json", ev.packet, "application/json", delete_at)
         if ev.video:
             name = "challenge.webm" if ev.video_type == WEBM else "challenge.mp4"
             await media.put(sid, "video", name, ev.video, ev.video_type, delete_at)
