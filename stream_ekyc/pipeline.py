@@ -11,7 +11,8 @@ stale frames are dropped, and counted. CPU work (detection, signals, JPEG and vi
 encoding, the final fit) runs in the shared bounded executor.
 
 Cost: the analysis works on the decoded frame's YUV planes (``vision.planes``) and converts
-only small views to BGR. Every frame is analysed from shortly before the first colour to the
+only small views to BGR (and detects the face on one frame in three while it is still,
+``analysis.FrameAnalyzer``). Every frame is analysed from shortly before the first colour to the
 end of the scoring window (the scorer's lag search wants them all); before that, during face
 fitting and the countdown, only guidance and the best-frame choice use the records, so the
 reader passes at most ``fit_fps`` frames a second to the slot (the others are counted as
