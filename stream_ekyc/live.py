@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from . import compare, idphoto
 from .api.app import CLOCK, EXECUTOR, MEDIA, METRICS, SETTINGS, set_state
 from .encoded_frame_tap import receiver_of, tap_encoded_frames
+from .heap import HeapTrimmer
 from .pipeline import LivePipeline, PipelineConfig, PipelineResult
 from .stores.media import KIND_ID_PHOTO
 from .vp8_evidence import WEBM, Vp8FrameBuffer
@@ -82,6 +83,7 @@ class LiveSessions:
         self._pcs: dict[str, RTCPeerConnection] = {}
         self._pipelines: dict[str, LivePipeline] = {}
         self.pipeline_config = PipelineConfig()
+        self.heap = HeapTrimmer(app[EXECUTOR])
         if self.settings.ice_loopback_only:
             restrict_ice_to_loopback()
 
@@ -201,6 +203,7 @@ class LiveSessions:
             self._tasks.pop(sid, None)
             self._pcs.pop(sid, None)
             await pc.close()
+            await self.heap.after_session()
 
     # --- benchmark baseline (STREAM_EKYC_DECODE_ONLY / serve --decode-only) -------------------
     async def _decode_only(self, sid: str, pc: RTCPeerConnection, track: Any, channel: Any,
