@@ -62,6 +62,19 @@ def wait_answering(proc: subprocess.Popen, url: str, deadline: float, tail: Any)
         time.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def open_records(url: str) -> AsyncIterator[Any]:
+    """A started records store on ``url``, closed on exit."""
+    from stream_ekyc.stores.records import records_from_url
+
+    store = records_from_url(url)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def serve_command() -> list[str]:
     exe = Path(sys.executable).with_name("stream-ekyc")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "stream_ekyc.cli"]
@@ -340,16 +353,8 @@ class Cluster:
         return json.loads(out.stdout)
 
     # -- the stores, from the outside ------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def records(self) -> AsyncIterator[Any]:
-        from stream_ekyc.stores.records import records_from_url
-
-        store = records_from_url(self.records_url)
-        await store.start()
-        try:
-            yield store
-        finally:
-            await store.close()
+    def records(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return open_records(self.records_url)
 
     @contextlib.asynccontextmanager
     async def media(self, records: Any) -> AsyncIterator[Any]:

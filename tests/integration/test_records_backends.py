@@ -14,13 +14,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 from stream_ekyc.pricing import month_start
 from stream_ekyc.stores.records import RecordsConflict, RecordsError, RecordsStore, records_from_url
 from stream_ekyc.stores.sql import LATEST_VERSION, MIGRATIONS
+from tests.instances import open_records
 from tests.postgres_db import fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,14 +35,8 @@ class Backend:
         self.kind = kind
         self.url = url
 
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[RecordsStore]:
-        store = records_from_url(self.url)
-        await store.start()
-        try:
-            yield store
-        finally:
-            await store.close()
+    def open(self) -> contextlib.AbstractAsyncContextManager[RecordsStore]:
+        return open_records(self.url)
 
     async def sql(self, query: str) -> list[tuple[Any, ...]]:
         """Read the database behind the store's back (the checks the interface cannot make)."""
