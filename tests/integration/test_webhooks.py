@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from stream_ekyc import webhooks as W
-from stream_ekyc.stores.records import RecordsStore, records_from_url
+from stream_ekyc.stores.records import RecordsStore
+from tests.instances import open_records as store
 from tests.postgres_db import fresh_database
 
 T0 = 1_790_000_000.0
@@ -66,16 +67,6 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path):
     else:
         with fresh_database() as url:
             yield url
-
-
-@contextlib.asynccontextmanager
-async def store(url: str) -> AsyncIterator[RecordsStore]:
-    rec = records_from_url(url)
-    await rec.start()
-    try:
-        yield rec
-    finally:
-        await rec.close()
 
 
 @contextlib.asynccontextmanager
