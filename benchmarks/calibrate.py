@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--max-apcer", type=float, default=0.02)
     ap.add_argument("--l2", type=float, default=2.0)
     ap.add_argument("--exclude", default="", help="comma-separated feature names to leave out")
+    ap.add_argument("--out", default=str(D.CALIBRATION_PATH),
+                    help="where to write the calibration (default: the shipped one)")
     args = ap.parse_args()
     rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]
     names = [n for n in D.TRANSFORMS if n not in set(filter(None, args.exclude.split(",")))]
@@ -94,18 +96,21 @@ def main() -> int:
         gated = v.verdict == "retry" or (v.verdict == "spoof" and v.score == 0.0)
         weak = v.verdict != "live" and not gated
         scored.append((r["species"], -1.0 if gated or weak else v.score))
-    threshold = 0.5
-    for th in np.linspace(0.05, 0.995, 190):
-        ok = True
-        for a in ATTACKS:
-            s = [p for spc, p in scored if spc == a]
-            if s and sum(p >= th for p in s) / len(s) > args.max_apcer:
-                ok = False
-        if ok:
-            threshold = float(th)
-            break
     bona = [p for spc, p in scored if spc == "bona_fide"]
-    bpcer = 1 - sum(p >= threshold for p in bona) / max(1, len(bona))
+
+    def operating_point(max_apcer: float) -> tuple[float, float]:
+        """The lowest threshold at which no species' tuning APCER exceeds max_apcer, and
+        the tuning BPCER there."""
+        threshold = 0.995
+        for th in np.linspace(0.05, 0.995, 190):
+            if all(sum(p >= th for p in s) / len(s) <= max_apcer
+                   for s in ([p for spc, p in scored if spc == a] for a in ATTACKS) if s):
+                threshold = float(th)
+                break
+        return threshold, 1 - sum(p >= threshold for p in bona) / max(1, len(bona))
+
+    threshold, bpcer = operating_point(args.max_apcer)
+    curve = {f"{a:g}": round(operating_point(a)[1], 4) for a in (0.01, 0.02, 0.05)}
 
     # explanation thresholds: where 99 % of usable bona fide sessions lie
     bf = x[y == 1]
@@ -121,6 +126,11 @@ def main() -> int:
         "min_dome": float(np.percentile(bf[:, col["dome_u"]] + bf[:, col["dome_v"]], 1)) if "dome_u" in col else 0.05,
         "min_nose": pct("nose", 1) or 0.0,
     }
+    if "neck_drop" in col:   # from the sessions where it was measured (not the stand-in value)
+        measured = [r["features"].get("neck_drop") for r in usable if r["species"] == "bona_fide"]
+        measured = [m for m in measured if m is not None and np.isfinite(m)]
+        if measured:
+            explain["max_neck_drop"] = float(np.percentile(measured, 99))
     specs = [n for n in names if n.startswith("spec_")]
     if specs:
         sm = {n: float(np.median(bf[:, col[n]])) for n in specs}
@@ -133,8 +143,8 @@ def main() -> int:
            "fitted_on": {"scores": Path(args.scores).name, "sessions": len(rows), "usable": len(usable),
                          "tuning_bpcer_at_threshold": round(bpcer, 4), "max_apcer": args.max_apcer,
                          "l2": args.l2}}
-    D.CALIBRATION_PATH.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({"threshold": threshold, "tuning_bpcer": bpcer,
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({"threshold": threshold, "tuning_bpcer": bpcer, "tuning_bpcer_at_apcer": curve,
                       "weights": dict(zip(names, np.round(coef, 3).tolist())), "bias": round(bias, 3)}, indent=1))
     return 0
 

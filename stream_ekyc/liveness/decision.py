@@ -43,11 +43,16 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
     "falloff": ("falloff", -0.5, 0.6),
     "falloff_z": ("falloff_z", -6.0, 12.0),
     "tilt": ("tilt", 0.0, 2.0),
+    "neck_drop": ("neck_drop", -0.5, 1.5),
     "spec_rg": ("spec_rg", -2.0, 2.0),
     "spec_gb": ("spec_gb", -2.0, 2.0),
     "spec_rb": ("spec_rb", -2.0, 2.0),
     "spec_diag": ("spec_diag", -3.0, 6.0),
 }
+
+# cues that need more of the scene than the face: without it they count as what an attack
+# shows (fail closed), never as evidence of a live face
+MISSING_AS: dict[str, float] = {"neck_drop": 1.0}   # no neck in view: no drop under the chin
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ def transform(values: dict[str, float]) -> dict[str, float] | None:
     out = {}
     for name, (src, lo, hi) in TRANSFORMS.items():
         x = values.get(src)
+        if name in MISSING_AS and (x is None or not math.isfinite(x)):
+            x = MISSING_AS[name]
         if x is None or not math.isfinite(x):
             return None
         if name == "log_f":
@@ -212,6 +219,9 @@ def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> lis
         r.append("additive_response")
     if phi["dome_u"] + phi["dome_v"] < e.get("min_dome", 0.05) and phi["nose"] < e.get("min_nose", 0.02):
         r.append("flat_response")
+    nd = v.get("neck_drop")
+    if "max_neck_drop" in e and nd is not None and math.isfinite(nd) and nd > e["max_neck_drop"]:
+        r.append("no_depth_under_chin")
     if e.get("spec_mean") and e.get("max_spec_dist"):
         d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))
         if d > e["max_spec_dist"]:

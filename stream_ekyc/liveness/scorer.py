@@ -28,6 +28,10 @@ before the lag search. Everything below is computed from that model:
 - ``dome_u``, ``dome_v``, ``nose``: curvature of the relative response across the face
   (Lambert shading of a 3D head: centre and nose brighter than the sides and the chin)
   after removing any planar ramp that a tilted print would show;
+- ``neck_drop``: the response just under the chin over the strongest response on the
+  lower face, down the face's midline (a chin shades the neck set back behind it; a
+  cut-out print's neck lies on the same sheet as its face); NaN when the neck is not in
+  the frame;
 - ``spec_*``: log cross-ratios of the 3×3 screen-primary → camera-channel response matrix
   of the skin, invariant to white balance, screen primary strength and distance, so they
   carry only the material's spectral signature.
@@ -42,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..challenge import Challenge
-from .signals import GRID_COLS, PATCH_U, PATCH_V, FrameRecord
+from .signals import GRID_COLS, MID_BINS, MID_V, PATCH_U, PATCH_V, FrameRecord
 
 LAG_MAX_S = 1.2
 LAG_STEP_S = 0.01
@@ -161,6 +165,39 @@ def _inner_shape(v: dict[str, float], rel_p: np.ndarray, se_p: np.ndarray) -> No
     coef, *_ = np.linalg.lstsq(plane, rel / se, rcond=None)
     resid = rel / se - plane @ coef
     v["planar_chi2"] = float((resid ** 2).sum() / (len(rel) - 3))
+
+
+_CHIN = (MID_V >= 1.0) & (MID_V <= 2.0)      # mouth to chin
+_NECK = (MID_V >= 2.1) & (MID_V <= 3.25)     # under the chin
+
+
+def _neck_drop(rows: list[FrameRecord], xb: np.ndarray, bg: np.ndarray | None) -> float:
+    """Lowest (3-bin smoothed) relative response under the chin over the highest on the
+    lower face, down the midline, at the in-window lag; NaN without the neck in view."""
+    nan = np.full((MID_BINS, 3), np.nan)
+    mids = np.array([r.midline if r.midline is not None else nan for r in rows])   # (n, bins, 3)
+    ok = np.isfinite(mids).all(axis=(0, 2))
+    if not ok[_CHIN].all() or (ok & _NECK).sum() < 1:
+        return float("nan")
+    sel = np.flatnonzero(ok)
+    y = mids[:, sel, :]
+    if bg is not None:
+        y = y / np.maximum(bg, 1e-4)[:, None, :]
+    y = y / np.maximum(y.mean(axis=0, keepdims=True), 1e-6)
+    beta, _ = _solve(xb, y.reshape(len(rows), -1))
+    beta = beta[0].reshape(7, len(sel), 3)
+    level = beta[1].sum(axis=1)
+    rel = np.full(MID_BINS, np.nan)
+    rel[sel] = beta[3:6].sum(axis=(0, 2)) / np.maximum(level, 1e-9)
+    smooth = rel.copy()
+    for i in range(1, MID_BINS - 1):
+        w = rel[i - 1:i + 2]
+        if np.isfinite(w).all():
+            smooth[i] = w.mean()
+    top = float(np.max(smooth[_CHIN]))
+    if not np.isfinite(top) or top <= 1e-4:
+        return float("nan")
+    return float(np.nanmin(smooth[_NECK & ok]) / top)
 
 
 def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -> Features:
@@ -299,6 +336,7 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         sides = rel_p[[2 * GRID_COLS + 0, 2 * GRID_COLS + 4, 3 * GRID_COLS + 0, 3 * GRID_COLS + 4]].mean()
         v["nose"] = float((nose - sides) / mean_rel)
         v["flatness"] = float(np.std(r))
+    v["neck_drop"] = _neck_drop(rows, xb, bg)
     # spectral signature of the skin: response matrix B[c, j] = beta_cj / level_c
     lvl = beta_ratio[1]
     bmat = beta_ratio[3:6].T / np.maximum(lvl, 1e-6)[:, None]    # (camera c, primary j)

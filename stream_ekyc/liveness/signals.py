@@ -13,6 +13,11 @@ Everything the scorer needs is measured here, once per analysed frame, in *linea
 - ``skin``: mean linear RGB of the central cheeks/nose/forehead patches.
 - ``background``: mean linear RGB of the frame away from the head (far wall vs a print
   or a replay device that fills the view).
+- ``midline``: mean linear RGB in 20 bins of a strip down the face's midline, from the
+  forehead past the chin to the neck (NaN where a bin's centre leaves the frame). A live chin
+  stands several centimetres in front of the neck and shades it from the screen below
+  the camera, so the response drops under the chin; a print cut out along the person's
+  outline carries its neck on the same sheet as its face.
 - exposure shares and a sharpness figure for quality gates and the best frame.
 
 Records carry no image data: only these means, the face geometry and the timestamp.
@@ -37,6 +42,18 @@ U0, U1, V0, V1 = -1.25, 1.25, -1.0, 2.0
 # patch centres in face units, row-major (row = v, col = u)
 PATCH_U = np.tile(np.linspace(U0, U1, GRID_COLS, endpoint=False) + (U1 - U0) / GRID_COLS / 2, GRID_ROWS)
 PATCH_V = np.repeat(np.linspace(V0, V1, GRID_ROWS, endpoint=False) + (V1 - V0) / GRID_ROWS / 2, GRID_COLS)
+
+# one face-aligned warp serves the grid and the midline: the canonical columns, taller
+# (v in [EXT_V0, EXT_V1]) at the same 16 pixels per IOD, so the grid's pixels are rows
+# [EXT_TOP, EXT_TOP + CANON_H) of it, sampled exactly as a warp of the grid alone
+EXT_V0, EXT_V1 = -1.5, 3.5
+PX_PER_IOD = CANON_H / (V1 - V0)
+EXT_H = int(round((EXT_V1 - EXT_V0) * PX_PER_IOD))
+EXT_TOP = int(round((V0 - EXT_V0) * PX_PER_IOD))
+# midline strip: the middle 12 columns (u in ±0.375 IOD), MID_BINS bins of 0.25 IOD down
+MID_BINS = 20
+MID_COLS = slice(CANON_W // 2 - 6, CANON_W // 2 + 6)
+MID_V = EXT_V0 + (np.arange(MID_BINS) + 0.5) * (EXT_V1 - EXT_V0) / MID_BINS   # bin centres
 
 # inner face (brows, eyes, nose, mouth, cheeks): an ellipse in face units
 _uu, _vv = np.meshgrid((np.arange(CANON_W) + 0.5) / CANON_W * (U1 - U0) + U0,
@@ -80,6 +97,7 @@ class FrameRecord:
     quartiles: np.ndarray | None = None   # (4, 3) linear RGB, dark → bright
     skin: np.ndarray | None = None        # (3,) linear RGB
     background: np.ndarray | None = None  # (3,) linear RGB, None when too little is visible
+    midline: np.ndarray | None = None     # (MID_BINS, 3) linear RGB, NaN outside the frame
     luma: float = 0.0                     # mean face luma, sRGB 0..255
     clipped: float = 0.0                  # share of face pixels with a channel >= 250
     crushed: float = 0.0                  # share of face pixels with luma <= 12
@@ -90,6 +108,10 @@ class FrameRecord:
     def to_dict(self) -> dict[str, Any]:
         def arr(a):
             return None if a is None else np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+
+        def arr_nan(a):   # JSON has no NaN: a bin outside the frame is null
+            return None if a is None else [[None if not np.isfinite(x) else round(float(x), 6) for x in row]
+                                           for row in np.asarray(a, dtype=np.float64)]
         d: dict[str, Any] = {"t": round(self.t, 4), "w": self.width, "h": self.height,
                              "n_faces": self.n_faces}
         if self.face is not None:
@@ -98,7 +120,8 @@ class FrameRecord:
                          "score": round(self.face.score, 3)}
             d.update(patches=arr(self.patches), quartiles=arr(self.quartiles), skin=arr(self.skin),
                      luma=round(self.luma, 2), clipped=round(self.clipped, 4),
-                     crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2))
+                     crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2),
+                     midline=arr_nan(self.midline))
             if not self.detected:
                 d["detected"] = False
         d["background"] = arr(self.background)
@@ -111,25 +134,43 @@ class FrameRecord:
             f = d["face"]
             face = FaceGeometry(tuple(f["box"]), np.asarray(f["landmarks"], dtype=np.float64), f["score"])
         opt = lambda k: None if d.get(k) is None else np.asarray(d[k], dtype=np.float64)  # noqa: E731
+        mid = d.get("midline")
+        midline = None if mid is None else np.array([[np.nan if x is None else x for x in row] for row in mid],
+                                                    dtype=np.float64)
         return cls(t=d["t"], width=d["w"], height=d["h"], n_faces=d["n_faces"], face=face,
                    patches=opt("patches"), quartiles=opt("quartiles"), skin=opt("skin"),
                    background=opt("background"), luma=d.get("luma", 0.0), clipped=d.get("clipped", 0.0),
                    crushed=d.get("crushed", 0.0), sharpness=d.get("sharpness", 0.0),
-                   detected=bool(d.get("detected", True)))
+                   detected=bool(d.get("detected", True)), midline=midline)
 
 
 def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
     """2×3 affine map from canonical pixels to image pixels (image scaled by ``scale``)."""
-    le, re = face.landmarks[0], face.landmarks[1]
-    centre = (le + re) / 2.0 * scale
-    ex = (re - le) * scale                      # one IOD along the eye line
-    ey = np.array([-ex[1], ex[0]])              # perpendicular, pointing down the face
-    su = (U1 - U0) / CANON_W                    # face units per canonical pixel
+    return aligned_transform(face, scale, U0, V0)
+
+
+def aligned_transform(face: FaceGeometry, scale: float, u0: float, v0: float) -> np.ndarray:
+    """2×3 affine map from the pixels of a face-aligned rectangle whose top-left corner is
+    at (u0, v0) IOD, at the canonical 16 pixels per IOD, to image pixels (image scaled by
+    ``scale``). Plain float arithmetic: this runs for every analysed frame."""
+    (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+    cx, cy = (lx + rx) * 0.5 * scale, (ly + ry) * 0.5 * scale
+    ex, ey = (rx - lx) * scale, (ry - ly) * scale     # one IOD along the eye line; down is (-ey, ex)
+    su = (U1 - U0) / CANON_W                          # face units per pixel
     sv = (V1 - V0) / CANON_H
-    # image = centre + ex * u + ey * v, with u = U0 + (x + 0.5) * su, v = V0 + (y + 0.5) * sv
-    a = np.column_stack([ex * su, ey * sv])
-    b = centre + ex * (U0 + 0.5 * su) + ey * (V0 + 0.5 * sv)
-    return np.column_stack([a, b])
+    # image = centre + e * u + d * v, with u = u0 + (x + 0.5) * su, v = v0 + (y + 0.5) * sv
+    ou, ov = u0 + 0.5 * su, v0 + 0.5 * sv
+    return np.array([[ex * su, -ey * sv, cx + ex * ou - ey * ov],
+                     [ey * su, ex * sv, cy + ey * ou + ex * ov]])
+
+
+def _midline_inside(face: FaceGeometry, width: int, height: int) -> np.ndarray:
+    """Which midline bins have their centre inside the frame (full-size pixels)."""
+    (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+    ex, ey = rx - lx, ry - ly
+    x = (lx + rx) * 0.5 - ey * MID_V
+    y = (ly + ry) * 0.5 + ex * MID_V
+    return (x >= 0) & (x <= width - 2) & (y >= 0) & (y <= height - 2)
 
 
 def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float, sy: float) -> np.ndarray:
@@ -150,19 +191,32 @@ def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float
     return mask
 
 
+def _face_strip(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
+    """The face-aligned CANON_W × EXT_H BGR crop (grid and midline), from the half-size frame."""
+    m = aligned_transform(face, (frame.width // 2) / frame.width, U0, EXT_V0)
+    return _warp_half(frame, m, (CANON_W, EXT_H))
+
+
 def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
-    """The face-aligned CANON_W × CANON_H BGR crop, sampled from the half-size frame.
+    """The face-aligned CANON_W × CANON_H BGR crop, sampled from the half-size frame."""
+    m = canonical_transform(face, scale=(frame.width // 2) / frame.width)
+    return _warp_half(frame, m, (CANON_W, CANON_H))
+
+
+def _warp_half(frame: BgrFrame | YuvFrame, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """BGR of the half-size frame warped by ``m`` (output pixels → half-size pixels) to ``size``.
 
     From YUV planes, each plane is warped and only the crop converted. From a BGR image,
-    only the half-size pixels the warp reads are converted (a box around the canonical
+    only the half-size pixels the warp reads are converted (a box around the output
     rectangle, two pixels wider for the bilinear taps); the result equals warping the whole
     half-size frame, border replication at the frame's edges included."""
-    hw, hh = frame.width // 2, frame.height // 2
-    m = canonical_transform(face, scale=hw / frame.width)
     if isinstance(frame, YuvFrame):
-        return frame.warp_half(m, (CANON_W, CANON_H))
-    xs = m[0, 0] * _CORNERS[0] + m[0, 1] * _CORNERS[1] + m[0, 2]
-    ys = m[1, 0] * _CORNERS[0] + m[1, 1] * _CORNERS[1] + m[1, 2]
+        return frame.warp_half(m, size)
+    hw, hh = frame.width // 2, frame.height // 2
+    cx = np.array([-0.5, size[0] - 0.5, -0.5, size[0] - 0.5])
+    cy = np.array([-0.5, -0.5, size[1] - 0.5, size[1] - 0.5])
+    xs = m[0, 0] * cx + m[0, 1] * cy + m[0, 2]
+    ys = m[1, 0] * cx + m[1, 1] * cy + m[1, 2]
     x0 = min(max(int(np.floor(xs.min())) - 2, 0), hw - 1)
     y0 = min(max(int(np.floor(ys.min())) - 2, 0), hh - 1)
     x1 = max(min(int(np.ceil(xs.max())) + 3, hw), x0 + 1)
@@ -171,13 +225,10 @@ def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarra
     m = m.copy()
     m[0, 2] -= x0
     m[1, 2] -= y0
-    return cv2.warpAffine(roi, m, (CANON_W, CANON_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    return cv2.warpAffine(roi, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-# canonical rectangle corners (x row, y row): the pixel centres at its edges, half a pixel out
-_CORNERS = np.array([[-0.5, CANON_W - 0.5, -0.5, CANON_W - 0.5],
-                     [-0.5, -0.5, CANON_H - 0.5, CANON_H - 0.5]])
 _LUMA_LIN = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)   # on RGB
 # the inner face's pixels, darkest to brightest, in four quarters (as np.array_split makes them)
 _QUARTER_SIZES = np.array([len(q) for q in np.array_split(np.arange(int(INNER_MASK.sum())), 4)])
@@ -213,7 +264,12 @@ class SignalExtractor:
             rec.background = np.array(bgr[2::-1], dtype=np.float64)
         if face is None or face.iod < 8:
             return rec
-        canon = _canonical_face(frame, face)
+        strip = _face_strip(frame, face)
+        canon = strip[EXT_TOP:EXT_TOP + CANON_H]
+        lin_strip = linearize(strip[:, MID_COLS])[:, :, ::-1]
+        mid = lin_strip.reshape(MID_BINS, -1, 3).mean(axis=1, dtype=np.float64)
+        mid[~_midline_inside(face, w, h)] = np.nan
+        rec.midline = mid
         lin = linearize(canon)[:, :, ::-1]                     # RGB order from here on
         # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
         blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)

@@ -11,19 +11,24 @@ import random
 import numpy as np
 
 from stream_ekyc import challenge as C
-from stream_ekyc.liveness.signals import PATCH_U, PATCH_V, SKIN_PATCHES, FaceGeometry, FrameRecord
+from stream_ekyc.liveness.signals import MID_V, PATCH_U, PATCH_V, SKIN_PATCHES, FaceGeometry, FrameRecord
 
 
 def make_records(seed=0, fps=30.0, lag=0.12, response=0.5, duration=5.0, start=1.0,
                  n_faces=1, face=True, motion=0.0, luma=140.0, clipped=0.0, crushed=0.0,
                  drop_after=None, other_sequence=False, flat=False, additive=False, bg_response=0.03,
-                 width=640, height=480):
+                 width=640, height=480, neck_shade=None, neck_visible_to=3.5):
     rng = np.random.default_rng(seed)
     ch = C.generate(start=start, rng=random.Random(seed))
     drive = C.generate(start=start, rng=random.Random(seed + 1000)) if other_sequence else ch
     # per-patch reflectance (dark eyes/brows rows) and screen geometry (dome unless flat)
     albedo = np.where(np.abs(PATCH_V - 0.0) < 0.3, 0.15, 0.5)[:, None] * np.array([1.0, 0.8, 0.7])
     g = np.ones(len(PATCH_U)) if flat else np.clip(1 - 0.35 * PATCH_U ** 2 - 0.12 * (PATCH_V - 0.5) ** 2, 0.2, 1)
+    # midline: the lower face faces the screen below the camera; the neck, set back and
+    # shaded by the chin, gets neck_shade of it (a flat sheet: all of it)
+    if neck_shade is None:
+        neck_shade = 1.0 if flat else 0.35
+    g_mid = np.where(MID_V < 1.0, 0.9, np.where(MID_V < 2.0, 1.1, 1.1 * neck_shade))
     recs = []
     t = 0.0
     iod = 60.0
@@ -50,6 +55,11 @@ def make_records(seed=0, fps=30.0, lag=0.12, response=0.5, duration=5.0, start=1
             rec.patches = patches
             rec.quartiles = quart
             rec.skin = patches[SKIN_PATCHES].mean(axis=0)
+            light_mid = 1.0 + response * s[None, :] * g_mid[:, None]
+            mid = (0.4 * np.array([1.0, 0.8, 0.7]) * (light_mid if not additive else 1.0 + 0.05 * s[None, :] * response))
+            mid = mid * (1 + rng.normal(0, 0.004, mid.shape))
+            mid[MID_V > neck_visible_to] = np.nan
+            rec.midline = mid
             rec.luma, rec.clipped, rec.crushed, rec.sharpness = luma, clipped, crushed, 200.0
         rec.background = bg
         recs.append(rec)
