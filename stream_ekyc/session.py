@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .liveness.signals import FrameRecord
+import numpy as np
+
+from .liveness.signals import NECK_BINS, FrameRecord
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "created": frozenset({"connected", "expired", "failed"}),
@@ -73,6 +75,10 @@ def guidance(rec: FrameRecord, prev: FrameRecord | None, rules: FitRules = FitRu
     if face.iod < rules.min_iod_frac * rec.width:
         return "move_closer"
     if w > rules.max_box_frac * rec.width or rec.background is None:
+        return "move_back"
+    if rec.midline is not None and not np.isfinite(rec.midline[NECK_BINS]).any():
+        # the frame ends at the chin: the depth step under it cannot be seen, and without
+        # it the check counts the face as flat there (decision.MISSING_AS)
         return "move_back"
     cx, cy = (x + w / 2) / rec.width, (y + h / 2) / rec.height
     if abs(cx - 0.5) > rules.max_centre_off or abs(cy - 0.5) > rules.max_centre_off + 0.07:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..challenge import Challenge
-from .signals import GRID_COLS, MID_BINS, MID_V, PATCH_U, PATCH_V, FrameRecord
+from .signals import CHIN_BINS, GRID_COLS, MID_BINS, NECK_BINS, PATCH_U, PATCH_V, FrameRecord
 
 LAG_MAX_S = 1.2
 LAG_STEP_S = 0.01
@@ -167,8 +167,7 @@ def _inner_shape(v: dict[str, float], rel_p: np.ndarray, se_p: np.ndarray) -> No
     v["planar_chi2"] = float((resid ** 2).sum() / (len(rel) - 3))
 
 
-_CHIN = (MID_V >= 1.0) & (MID_V <= 2.0)      # mouth to chin
-_NECK = (MID_V >= 2.1) & (MID_V <= 3.25)     # under the chin
+_CHIN, _NECK = CHIN_BINS, NECK_BINS
 
 
 def _neck_drop(rows: list[FrameRecord], xb: np.ndarray, bg: np.ndarray | None) -> float:

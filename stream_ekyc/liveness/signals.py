@@ -54,6 +54,8 @@ EXT_TOP = int(round((V0 - EXT_V0) * PX_PER_IOD))
 MID_BINS = 20
 MID_COLS = slice(CANON_W // 2 - 6, CANON_W // 2 + 6)
 MID_V = EXT_V0 + (np.arange(MID_BINS) + 0.5) * (EXT_V1 - EXT_V0) / MID_BINS   # bin centres
+CHIN_BINS = (MID_V >= 1.0) & (MID_V <= 2.0)      # mouth to chin
+NECK_BINS = (MID_V >= 2.1) & (MID_V <= 3.25)     # under the chin
 
 # inner face (brows, eyes, nose, mouth, cheeks): an ellipse in face units
 _uu, _vv = np.meshgrid((np.arange(CANON_W) + 0.5) / CANON_W * (U1 - U0) + U0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -145,9 +146,10 @@ class LightMaps:
         return (_linear_to_srgb(img)[..., ::-1] * 255.0 + 0.5).astype(np.uint8)
 
 
-def simulated_bona_fide(seed: int, photo: str | None = None) -> LightMaps:
+def simulated_bona_fide(seed: int, photo: str | None = None, **overrides: Any) -> LightMaps:
     """The light maps of ``benchmarks/simulate.py``'s bona fide session ``seed`` held still
-    (with ``photo``, one of the simulator's face photos, as the face's reflectance): the
+    (with ``photo``, one of the simulator's face photos, as the face's reflectance, and any
+    other simulator ``overrides``): the
     same 3-D head, spectral skin, screen, ambient, far background and camera as the
     accuracy benchmark renders, at the converged exposure of its first frame."""
     import sys
@@ -157,7 +159,7 @@ def simulated_bona_fide(seed: int, photo: str | None = None) -> LightMaps:
         sys.path.insert(0, str(root / "benchmarks"))
     import simulate
 
-    s = simulate.Session("bona_fide", seed, dict(STILL, **({"photo": photo} if photo else {})))
+    s = simulate.Session("bona_fide", seed, dict(STILL, **({"photo": photo} if photo else {}), **overrides))
     maps, first = s.still_light_maps()
     meta = s.meta()
     x0, y0, x1, y1 = meta["face_region_px"]

@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from stream_ekyc.liveness.signals import FaceGeometry, FrameRecord
+from stream_ekyc.liveness.signals import MID_BINS, MID_V, FaceGeometry, FrameRecord
 from stream_ekyc.pipeline import FrameSlot
 from stream_ekyc.session import TransitionError, check_transition, guidance, user_reason
 
@@ -36,7 +36,7 @@ def test_state_machine_allows_only_forward_transitions():
             check_transition(a, b)
 
 
-def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, x_shift=0.0):
+def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, x_shift=0.0, neck=True):
     x, y, w, h = box
     cx = x + w / 2 + x_shift
     lm = np.array([[cx - iod / 2, y + 90], [cx + iod / 2, y + 90], [cx, y + 140], [cx - 30, y + 180], [cx + 30, y + 180]])
@@ -45,6 +45,9 @@ def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, 
     if n:
         r.patches = np.zeros((30, 3))
         r.luma, r.clipped = luma, clipped
+        r.midline = np.full((MID_BINS, 3), 0.2)
+        if not neck:
+            r.midline[MID_V > 2.0] = np.nan
     r.background = np.ones(3) if bg else None
     return r
 
@@ -56,6 +59,7 @@ def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, 
     (_rec(iod=30, box=(290, 200, 60, 80)), "move_closer"),
     (_rec(box=(120, 40, 420, 430), iod=170), "move_back"),
     (_rec(bg=False), "move_back"),
+    (_rec(neck=False), "move_back"),            # the frame ends at the chin
     (_rec(x_shift=170), "centre_face"),
     (_rec(luma=20), "too_dark"),
     (_rec(clipped=0.3), "too_bright"),
