@@ -6,7 +6,6 @@ It decodes with PyAV, feeds every frame through the same ``FrameAnalyzer`` and
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +156,7 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
     verdict: Verdict = decide(scorer.features())
     out = verdict.to_dict()
     out.update(frames=frames, frames_with_face=with_face, best_frame=best.to_dict(),
-               features={k: (round(v, 5) if math.isfinite(v) else None) for k, v in verdict.features.items()},
+               features=verdict.measured_features(5),
                quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in verdict.quality.items()},
                elapsed_ms=round((time.perf_counter() - started) * 1000.0, 1))
     if id_embedding is not None:

@@ -632,9 +632,7 @@ class LivePipeline:
             "challenge": ch.to_dict() if ch is not None else None,
             "acks": list(self.acks), "caps": dict(self.caps),
             "records": None,
-            # JSON has no NaN: an unmeasurable feature is null
-            "features": ({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                          for k, v in verdict.features.items()} if verdict else {}),
+            "features": verdict.measured_features() if verdict else {},
             "quality": verdict.quality if verdict else {},
             "verdict": verdict.to_dict() if verdict else None,
             "timings": dict(self.timings), "counts": counts,

@@ -94,6 +94,11 @@ class Verdict:
                 "reasons": self.reasons,
                 "lag_ms": None if self.lag_ms is None else round(self.lag_ms, 1)}
 
+    def measured_features(self, digits: int | None = None) -> dict[str, float | None]:
+        """The features for JSON (which has no NaN): an unmeasurable one is None."""
+        return {k: (None if not math.isfinite(v) else round(v, digits) if digits is not None else v)
+                for k, v in self.features.items()}
+
 
 @dataclass(frozen=True)
 class Calibration:

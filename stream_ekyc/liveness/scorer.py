@@ -167,16 +167,13 @@ def _inner_shape(v: dict[str, float], rel_p: np.ndarray, se_p: np.ndarray) -> No
     v["planar_chi2"] = float((resid ** 2).sum() / (len(rel) - 3))
 
 
-_CHIN, _NECK = CHIN_BINS, NECK_BINS
-
-
 def _neck_drop(rows: list[FrameRecord], xb: np.ndarray, bg: np.ndarray | None) -> float:
     """Lowest (3-bin smoothed) relative response under the chin over the highest on the
     lower face, down the midline, at the in-window lag; NaN without the neck in view."""
     nan = np.full((MID_BINS, 3), np.nan)
     mids = np.array([r.midline if r.midline is not None else nan for r in rows])   # (n, bins, 3)
     ok = np.isfinite(mids).all(axis=(0, 2))
-    if not ok[_CHIN].all() or (ok & _NECK).sum() < 1:
+    if not ok[CHIN_BINS].all() or (ok & NECK_BINS).sum() < 1:
         return float("nan")
     sel = np.flatnonzero(ok)
     y = mids[:, sel, :]
@@ -193,10 +190,10 @@ def _neck_drop(rows: list[FrameRecord], xb: np.ndarray, bg: np.ndarray | None) -
         w = rel[i - 1:i + 2]
         if np.isfinite(w).all():
             smooth[i] = w.mean()
-    top = float(np.max(smooth[_CHIN]))
+    top = float(np.max(smooth[CHIN_BINS]))
     if not np.isfinite(top) or top <= 1e-4:
         return float("nan")
-    return float(np.nanmin(smooth[_NECK & ok]) / top)
+    return float(np.nanmin(smooth[NECK_BINS & ok]) / top)
 
 
 def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -> Features:

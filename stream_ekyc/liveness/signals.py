@@ -108,12 +108,11 @@ class FrameRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        def arr(a):
-            return None if a is None else np.round(np.asarray(a, dtype=np.float64), 6).tolist()
-
-        def arr_nan(a):   # JSON has no NaN: a bin outside the frame is null
-            return None if a is None else [[None if not np.isfinite(x) else round(float(x), 6) for x in row]
-                                           for row in np.asarray(a, dtype=np.float64)]
+        def arr(a):   # JSON has no NaN: a value not measured (a bin outside the frame) is null
+            if a is None:
+                return None
+            a = np.round(np.asarray(a, dtype=np.float64), 6)
+            return np.where(np.isfinite(a), a, None).tolist()
         d: dict[str, Any] = {"t": round(self.t, 4), "w": self.width, "h": self.height,
                              "n_faces": self.n_faces}
         if self.face is not None:
@@ -123,7 +122,7 @@ class FrameRecord:
             d.update(patches=arr(self.patches), quartiles=arr(self.quartiles), skin=arr(self.skin),
                      luma=round(self.luma, 2), clipped=round(self.clipped, 4),
                      crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2),
-                     midline=arr_nan(self.midline))
+                     midline=arr(self.midline))
             if not self.detected:
                 d["detected"] = False
         d["background"] = arr(self.background)
@@ -135,15 +134,13 @@ class FrameRecord:
         if d.get("face"):
             f = d["face"]
             face = FaceGeometry(tuple(f["box"]), np.asarray(f["landmarks"], dtype=np.float64), f["score"])
+        # null → NaN (numpy reads None as NaN in a float array)
         opt = lambda k: None if d.get(k) is None else np.asarray(d[k], dtype=np.float64)  # noqa: E731
-        mid = d.get("midline")
-        midline = None if mid is None else np.array([[np.nan if x is None else x for x in row] for row in mid],
-                                                    dtype=np.float64)
         return cls(t=d["t"], width=d["w"], height=d["h"], n_faces=d["n_faces"], face=face,
                    patches=opt("patches"), quartiles=opt("quartiles"), skin=opt("skin"),
                    background=opt("background"), luma=d.get("luma", 0.0), clipped=d.get("clipped", 0.0),
                    crushed=d.get("crushed", 0.0), sharpness=d.get("sharpness", 0.0),
-                   detected=bool(d.get("detected", True)), midline=midline)
+                   detected=bool(d.get("detected", True)), midline=opt("midline"))
 
 
 def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
@@ -197,12 +194,6 @@ def _face_strip(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
     """The face-aligned CANON_W × EXT_H BGR crop (grid and midline), from the half-size frame."""
     m = aligned_transform(face, (frame.width // 2) / frame.width, U0, EXT_V0)
     return _warp_half(frame, m, (CANON_W, EXT_H))
-
-
-def _canonical_face(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
-    """The face-aligned CANON_W × CANON_H BGR crop, sampled from the half-size frame."""
-    m = canonical_transform(face, scale=(frame.width // 2) / frame.width)
-    return _warp_half(frame, m, (CANON_W, CANON_H))
 
 
 def _warp_half(frame: BgrFrame | YuvFrame, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -267,12 +258,12 @@ class SignalExtractor:
         if face is None or face.iod < 8:
             return rec
         strip = _face_strip(frame, face)
-        canon = strip[EXT_TOP:EXT_TOP + CANON_H]
-        lin_strip = linearize(strip[:, MID_COLS])[:, :, ::-1]
-        mid = lin_strip.reshape(MID_BINS, -1, 3).mean(axis=1, dtype=np.float64)
+        lin_strip = linearize(strip)[:, :, ::-1]               # RGB order from here on
+        mid = lin_strip[:, MID_COLS].reshape(MID_BINS, -1, 3).mean(axis=1, dtype=np.float64)
         mid[~_midline_inside(face, w, h)] = np.nan
         rec.midline = mid
-        lin = linearize(canon)[:, :, ::-1]                     # RGB order from here on
+        canon = strip[EXT_TOP:EXT_TOP + CANON_H]
+        lin = lin_strip[EXT_TOP:EXT_TOP + CANON_H]
         # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
         blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)
         rec.patches = blocks.reshape(-1, 3).astype(np.float64)

@@ -81,7 +81,9 @@ def test_midline_bins_follow_the_face_and_stop_at_the_frame_edge():
 
 
 def test_the_grid_rows_of_the_taller_face_strip_are_the_canonical_face_crop():
-    from stream_ekyc.liveness.signals import CANON_H, EXT_TOP, _canonical_face, _face_strip
+    from stream_ekyc.liveness.signals import CANON_H, EXT_TOP, _face_strip
+
+    from .test_planes import _canonical_face
 
     bgr = _frame_with_rows()
     bgr[:, :, 0] = np.arange(640)[None, :] % 200        # structure across as well

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream_ekyc.analysis import FrameAnalyzer
-from stream_ekyc.liveness.signals import FaceGeometry, _canonical_face, canonical_transform, CANON_H, CANON_W
+from stream_ekyc.liveness.signals import FaceGeometry, _warp_half, canonical_transform, CANON_H, CANON_W
 from stream_ekyc.vision.planes import BgrFrame, YuvFrame, _area, as_frame
 
 
@@ -80,6 +80,11 @@ def test_records_from_the_planes_match_records_from_the_bgr_frame():
             assert np.allclose(a, b, rtol=0.03, atol=0.002), key
         assert abs(old.luma - new.luma) < 1.0
         assert abs(old.sharpness - new.sharpness) <= 0.1 * old.sharpness + 1.0
+
+
+def _canonical_face(frame, face):
+    """The face grid's crop warped on its own from the half-size frame."""
+    return _warp_half(frame, canonical_transform(face, scale=(frame.width // 2) / frame.width), (CANON_W, CANON_H))
 
 
 def test_as_frame_takes_every_kind_of_frame():
