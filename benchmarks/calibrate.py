@@ -3,10 +3,21 @@
     python benchmarks/accuracy.py --set tune     # render + score the tuning set
     python benchmarks/calibrate.py               # writes stream_ekyc/liveness/calibration.json
 
-The model is a plain L2-regularised logistic regression over the physical features named
-in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box), trained
-with every attack species weighted as much as all bona fide sessions together. The
-threshold is the lowest one at which no attack species is accepted more often than
+The model is one L2-regularised logistic regression per attack species ("heads": bona fide
+against that species, the two classes weighted equally) over the physical features named
+in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box); the
+decision takes the least live-looking head. Each species is told apart by its own cues, so
+one model for all of them has to compromise its weights between them. In 5-fold
+cross-validation on the tuning seeds (``--cv``: out-of-fold scores, six shuffles) the
+heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 82 / 73 / 42 % against
+85 / 71 / 53 % for one model: better where the curve is measured on several attacks per
+species, the same within noise where one or two attacks of 80 decide it. A species with fewer than ``MIN_HEAD_SESSIONS`` usable tuning
+sessions (the injected-static and late attacks stop at the gates) gets no head.
+``--model single --l2 2`` fits the earlier single model (every species weighted as much as
+all bona fide sessions together); ``--cv`` prints those cross-validated figures instead of
+writing a calibration.
+
+The threshold is the lowest one at which no attack species is accepted more often than
 ``--max-apcer`` on the tuning set (default 0.02, what is shipped: the targets are not met,
 and the operating point errs towards rejecting genuine applicants rather than accepting
 attacks).
@@ -49,11 +60,74 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1.0, i
     return beta[:-1], float(beta[-1])
 
 
+MIN_HEAD_SESSIONS = 5    # a species with fewer usable tuning sessions gets no head of its own
+
+
+def fit_head(xs: np.ndarray, sp: np.ndarray, against: str, l2: float) -> tuple[np.ndarray, float]:
+    """Bona fide against one attack species, the two classes weighted equally."""
+    m = (sp == "bona_fide") | (sp == against)
+    y = (sp[m] == "bona_fide").astype(float)
+    w = np.where(y == 1, 1.0, y.sum() / max(1.0, (1 - y).sum()))
+    return fit_logistic(xs[m], y, w, l2=l2)
+
+
+def _round(coef: np.ndarray, bias: float) -> tuple[tuple[float, ...], float]:
+    return tuple(float(c) for c in coef.round(6)), round(float(bias), 6)
+
+
+def fit(x: np.ndarray, sp: np.ndarray, model: str, l2: float):
+    """Fit on raw feature rows; returns a function from rows to the log-odds of bona fide."""
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    xs = (x - mean) / scale
+    if model == "heads":
+        heads = [fit_head(xs, sp, a, l2) for a in ATTACKS if (sp == a).sum() >= MIN_HEAD_SESSIONS]
+    else:
+        y = (sp == "bona_fide").astype(float)
+        w = np.ones(len(sp))
+        for a in ATTACKS:
+            if (sp == a).any():
+                w[sp == a] = y.sum() / (sp == a).sum()
+        heads = [fit_logistic(xs, y, w, l2=l2)]
+    return lambda z: np.min([((z - mean) / scale) @ c + b for c, b in heads], axis=0)
+
+
+def cross_validate(x: np.ndarray, sp: np.ndarray, all_species: list[str], args,
+                   folds: int = 5, shuffles: int = 6) -> dict[str, float]:
+    """Out-of-fold operating points: every usable session is scored by a model that did
+    not see it; gated sessions (retry, no response, late) are never accepted. Returns the
+    tuning BPCER at per-species APCER <= 1, 2, 5 %, averaged over the shuffles."""
+    n_gated_bona = sum(s == "bona_fide" for s in all_species) - int((sp == "bona_fide").sum())
+    n_all = {a: sum(s == a for s in all_species) for a in ATTACKS}
+    res: dict[str, list[float]] = {"0.01": [], "0.02": [], "0.05": []}
+    for k in range(shuffles):
+        rng = np.random.default_rng(k)
+        fold = np.zeros(len(sp), int)
+        for s in np.unique(sp):
+            idx = np.where(sp == s)[0]
+            rng.shuffle(idx)
+            fold[idx] = np.arange(len(idx)) % folds
+        z = np.zeros(len(sp))
+        for f in range(folds):
+            z[fold == f] = fit(x[fold != f], sp[fold != f], args.model, args.l2)(x[fold == f])
+        bona = z[sp == "bona_fide"]
+        for key in res:
+            for th in np.sort(np.concatenate([z, [np.inf]])):
+                if all((z[sp == a] >= th).sum() <= float(key) * n_all[a] for a in ATTACKS if n_all[a]):
+                    res[key].append(1 - (bona >= th).sum() / (len(bona) + n_gated_bona))
+                    break
+    return {"model": args.model, "l2": args.l2,
+            "cv_tuning_bpcer_at_apcer": {k: round(float(np.mean(v)), 4) for k, v in res.items()}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scores", default=str(HERE / "data" / "tune_scores.jsonl"))
     ap.add_argument("--max-apcer", type=float, default=0.02)
-    ap.add_argument("--l2", type=float, default=2.0)
+    ap.add_argument("--l2", type=float, default=10.0)
+    ap.add_argument("--model", choices=("heads", "single"), default="heads",
+                    help="one logistic head per attack species (shipped) or one model for all")
+    ap.add_argument("--cv", action="store_true",
+                    help="print out-of-fold tuning BPCER at APCER <= 1/2/5 %% (5 folds x 6 shuffles); write nothing")
     ap.add_argument("--exclude", default="", help="comma-separated feature names to leave out")
     ap.add_argument("--out", default=str(D.CALIBRATION_PATH),
                     help="where to write the calibration (default: the shipped one)")
@@ -83,16 +157,25 @@ def main() -> int:
         m = sp == a
         if m.any():
             w[m] = n_b / m.sum()
+    if args.cv:
+        print(json.dumps(cross_validate(x, sp, [r["species"] for r in rows], args), indent=1))
+        return 0
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    coef, bias = fit_logistic((x - mean) / scale, y, w, l2=args.l2)
+    xs = (x - mean) / scale
+    coef, bias = fit_logistic(xs, y, w, l2=args.l2)
+    heads: tuple[D.Head, ...] = ()
+    if args.model == "heads":
+        heads = tuple(D.Head(a, *_round(*fit_head(xs, sp, a, args.l2))) for a in ATTACKS
+                      if (sp == a).sum() >= MIN_HEAD_SESSIONS)
+        coef, bias = np.zeros(len(names)), 0.0
     cal = D.Calibration(tuple(names), tuple(mean.round(6)), tuple(scale.round(6)), tuple(coef.round(6)),
-                        round(bias, 6), 0.5, {})
+                        round(bias, 6), 0.5, {}, heads)
 
     # threshold: the lowest at which every species' tuning APCER <= max_apcer
     scored = []
     for r in rows:
         v = D.decide(Features(dict(r["features"]), dict(r["quality"])), cal=D.Calibration(
-            cal.names, cal.mean, cal.scale, cal.weights, cal.bias, 0.0, {}))
+            cal.names, cal.mean, cal.scale, cal.weights, cal.bias, 0.0, {}, cal.heads))
         gated = v.verdict == "retry" or (v.verdict == "spoof" and v.score == 0.0)
         weak = v.verdict != "live" and not gated
         scored.append((r["species"], -1.0 if gated or weak else v.score))
@@ -137,15 +220,21 @@ def main() -> int:
         d = np.sqrt(sum((bf[:, col[n]] - sm[n]) ** 2 for n in specs))
         explain["spec_mean"] = sm
         explain["max_spec_dist"] = float(np.percentile(d, 99))
-    out = {"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale),
-           "weights": list(cal.weights), "bias": cal.bias, "threshold": round(threshold, 4),
-           "explain": explain,
-           "fitted_on": {"scores": Path(args.scores).name, "sessions": len(rows), "usable": len(usable),
-                         "tuning_bpcer_at_threshold": round(bpcer, 4), "max_apcer": args.max_apcer,
-                         "l2": args.l2}}
+    out = {"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale)}
+    if heads:
+        out["heads"] = [{"against": h.against, "weights": list(h.weights), "bias": h.bias} for h in heads]
+    else:
+        out.update({"weights": list(cal.weights), "bias": cal.bias})
+    out.update({"threshold": round(threshold, 4), "explain": explain,
+                "fitted_on": {"scores": Path(args.scores).name, "sessions": len(rows), "usable": len(usable),
+                              "tuning_bpcer_at_threshold": round(bpcer, 4), "max_apcer": args.max_apcer,
+                              "l2": args.l2, "model": args.model}})
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    weights = ({h.against: dict(zip(names, np.round(h.weights, 3).tolist())) | {"bias": round(h.bias, 3)}
+                for h in heads} if heads else
+               dict(zip(names, np.round(coef, 3).tolist())) | {"bias": round(bias, 3)})
     print(json.dumps({"threshold": threshold, "tuning_bpcer": bpcer, "tuning_bpcer_at_apcer": curve,
-                      "weights": dict(zip(names, np.round(coef, 3).tolist())), "bias": round(bias, 3)}, indent=1))
+                      "weights": weights}, indent=1))
     return 0
 
 

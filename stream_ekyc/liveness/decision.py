@@ -6,12 +6,17 @@ Order of questions, failing closed at each step:
    response strong enough to judge) — if not: ``retry`` with the reasons. Never ``live``.
 2. Did the face answer *this* session's colours, and on time? A response that fits only
    later than the genuine latency window is ``spoof`` (``late_response``).
-3. One calibrated probability from the physical features (logistic model fitted on the
-   simulator's tuning seeds by ``benchmarks/calibrate.py``; coefficients in
+3. One calibrated probability from the physical features. Each attack species is told
+   apart by its own cues (a print by a background that responds like the face, a replay by
+   additive glare, a cut-out by a flat face and neck), so there is one logistic *head* per
+   species — bona fide against that species — over the same features, and a face is only
+   as live as its least live-looking head: ``p = sigmoid(min_s z_s)``. The heads are fitted
+   on the simulator's tuning seeds by ``benchmarks/calibrate.py`` (coefficients in
    ``calibration.json`` beside this file). ``live`` only at or above the shipped threshold.
 
 ``reasons`` are machine-readable codes; for spoof verdicts they name every cue that looked
-unlike a live face. ``confidence`` (0–100) is the calibrated certainty of the returned
+unlike a live face, then ``resembles_<species>`` for each head that judged it not live.
+``confidence`` (0–100) is the calibrated certainty of the returned
 verdict; it is 0 for ``retry``, which makes no liveness claim.
 """
 
@@ -101,6 +106,14 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Head:
+    """One logistic model: bona fide against one attack species (``against``)."""
+    against: str
+    weights: tuple[float, ...]
+    bias: float
+
+
+@dataclass(frozen=True)
 class Calibration:
     names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -110,17 +123,25 @@ class Calibration:
     threshold: float
     # per-cue thresholds used only to explain a spoof verdict
     explain: dict[str, Any] = field(default_factory=dict)
+    # per-species heads; when present they replace the single model (weights, bias)
+    heads: tuple[Head, ...] = ()
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> "Calibration":
         d = json.loads(path.read_text())
-        return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["weights"]),
-                   float(d["bias"]), float(d["threshold"]), d.get("explain", {}))
+        heads = tuple(Head(h["against"], tuple(h["weights"]), float(h["bias"])) for h in d.get("heads", []))
+        return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]),
+                   tuple(d.get("weights", (0.0,) * len(d["names"]))), float(d.get("bias", 0.0)),
+                   float(d["threshold"]), d.get("explain", {}), heads)
+
+    def logits(self, phi: dict[str, float]) -> dict[str, float]:
+        """Log-odds of bona fide, per head (one entry, ``all``, without heads)."""
+        x = [(phi[n] - m) / s for n, m, s in zip(self.names, self.mean, self.scale)]
+        heads = self.heads or (Head("all", self.weights, self.bias),)
+        return {h.against: h.bias + sum(w * xi for w, xi in zip(h.weights, x)) for h in heads}
 
     def probability(self, phi: dict[str, float]) -> float:
-        z = self.bias
-        for n, m, s, w in zip(self.names, self.mean, self.scale, self.weights):
-            z += w * (phi[n] - m) / s
+        z = min(self.logits(phi).values())
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
@@ -231,4 +252,8 @@ def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> lis
         d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))
         if d > e["max_spec_dist"]:
             r.append("not_skin_spectrum")
+    # the species whose head judged the face not live: the attack it looked like
+    if cal.heads:
+        z_th = math.log(cal.threshold / (1.0 - cal.threshold)) if 0.0 < cal.threshold < 1.0 else 0.0
+        r += [f"resembles_{a}" for a, z in cal.logits(phi).items() if z < z_th]
     return r

@@ -96,3 +96,48 @@ def test_a_well_exposed_face_that_ignores_the_screen_is_spoof():
     ch, recs = make_records(response=0.0, bg_response=0.0)
     v = score(ch, recs)
     assert v.verdict == "spoof" and v.reasons == ["no_response_to_colours"]
+
+
+def _heads_calibration(threshold: float = 0.5) -> Calibration:
+    from stream_ekyc.liveness.decision import Head
+    # two features; the "print" head wants a quiet background, the "cutout" head a dome
+    return Calibration(("bg_ratio", "dome_u"), (0.0, 0.0), (1.0, 1.0), (0.0, 0.0), 0.0, threshold, {},
+                       (Head("print", (-4.0, 0.0), 1.0), Head("cutout", (0.0, 4.0), -1.0)))
+
+
+def test_heads_a_face_is_only_as_live_as_its_least_live_looking_head():
+    cal = _heads_calibration()
+    live_like = cal.probability({"bg_ratio": 0.0, "dome_u": 1.0})
+    print_like = cal.probability({"bg_ratio": 1.0, "dome_u": 1.0})     # passes the cut-out head
+    cutout_like = cal.probability({"bg_ratio": 0.0, "dome_u": 0.0})    # passes the print head
+    assert live_like > 0.7
+    assert print_like < 0.1 and cutout_like < 0.3
+    z = cal.logits({"bg_ratio": 1.0, "dome_u": 1.0})
+    assert set(z) == {"print", "cutout"} and z["print"] < 0 < z["cutout"]
+
+
+def test_heads_round_trip_through_the_calibration_file(tmp_path):
+    import json
+    cal = _heads_calibration(0.7)
+    p = tmp_path / "calibration.json"
+    p.write_text(json.dumps({"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale),
+                             "heads": [{"against": h.against, "weights": list(h.weights), "bias": h.bias}
+                                       for h in cal.heads],
+                             "threshold": cal.threshold}))
+    back = Calibration.load(p)
+    assert back.heads == cal.heads and back.threshold == 0.7
+    phi = {"bg_ratio": 0.3, "dome_u": 0.4}
+    assert back.probability(phi) == cal.probability(phi)
+
+
+def test_a_spoof_names_the_attack_it_resembles():
+    from stream_ekyc.liveness.decision import explain
+    cal = _heads_calibration()
+    phi = {"bg_ratio": 1.0, "dome_u": 1.0}
+    reasons = explain({"fit": 0.9}, {**phi, "mult_slope": 0.0, "dome_v": 0.5, "nose": 0.5}, cal)
+    assert "resembles_print" in reasons and "resembles_cutout" not in reasons
+
+
+def test_the_shipped_model_has_a_head_per_attack_species_that_reaches_it():
+    from stream_ekyc.liveness.decision import calibration
+    assert {h.against for h in calibration().heads} >= {"print", "cutout", "replay", "injected_other"}
