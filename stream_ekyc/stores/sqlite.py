@@ -14,6 +14,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -111,12 +112,27 @@ class SQLiteRecords(SQLRecords):
         self._conn = conn
         self._thread_id = threading.get_ident()
         if self.path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._journal_mode_wal(conn)
             if str(mode).lower() != "wal":
                 raise RecordsError(f"could not put {self.path} in WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
+
+    @staticmethod
+    def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = 10.0) -> str:
+        """Switch a (possibly new) file to WAL. The switch needs the file to itself for a
+        moment, and SQLite answers "database is locked" at once, without its busy handler,
+        when another connection is opening the same file: retry for up to ``wait_s`` (this
+        runs on the store's worker thread, never on the event loop)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _disconnect(self) -> None:
         if self._conn is not None:
