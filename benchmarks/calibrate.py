@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,36 +65,36 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1.0, i
 MIN_HEAD_SESSIONS = 5    # a species with fewer usable tuning sessions gets no head of its own
 
 
-def fit_head(xs: np.ndarray, sp: np.ndarray, against: str, l2: float) -> tuple[np.ndarray, float]:
-    """Bona fide against one attack species, the two classes weighted equally."""
-    m = (sp == "bona_fide") | (sp == against)
-    y = (sp[m] == "bona_fide").astype(float)
-    w = np.where(y == 1, 1.0, y.sum() / max(1.0, (1 - y).sum()))
-    return fit_logistic(xs[m], y, w, l2=l2)
-
-
-def _round(coef: np.ndarray, bias: float) -> tuple[tuple[float, ...], float]:
-    return tuple(float(c) for c in coef.round(6)), round(float(bias), 6)
+def fit_heads(xs: np.ndarray, sp: np.ndarray, model: str, l2: float) -> list[tuple[str, np.ndarray, float]]:
+    """(against, weights, bias) per head on standardised rows. ``heads``: bona fide against
+    each attack species, the two classes weighted equally; ``single``: one model against
+    all of them, every species weighted as much as all bona fide sessions together."""
+    bona = sp == "bona_fide"
+    if model == "single":
+        w = np.ones(len(sp))
+        for a in ATTACKS:
+            if (sp == a).any():
+                w[sp == a] = bona.sum() / (sp == a).sum()
+        return [("all", *fit_logistic(xs, bona.astype(float), w, l2=l2))]
+    heads = []
+    for a in ATTACKS:
+        if (sp == a).sum() < MIN_HEAD_SESSIONS:
+            continue
+        m = bona | (sp == a)
+        y = bona[m].astype(float)
+        heads.append((a, *fit_logistic(xs[m], y, np.where(y == 1, 1.0, y.sum() / (1 - y).sum()), l2=l2)))
+    return heads
 
 
 def fit(x: np.ndarray, sp: np.ndarray, model: str, l2: float):
     """Fit on raw feature rows; returns a function from rows to the log-odds of bona fide."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    xs = (x - mean) / scale
-    if model == "heads":
-        heads = [fit_head(xs, sp, a, l2) for a in ATTACKS if (sp == a).sum() >= MIN_HEAD_SESSIONS]
-    else:
-        y = (sp == "bona_fide").astype(float)
-        w = np.ones(len(sp))
-        for a in ATTACKS:
-            if (sp == a).any():
-                w[sp == a] = y.sum() / (sp == a).sum()
-        heads = [fit_logistic(xs, y, w, l2=l2)]
-    return lambda z: np.min([((z - mean) / scale) @ c + b for c, b in heads], axis=0)
+    heads = fit_heads((x - mean) / scale, sp, model, l2)
+    return lambda z: np.min([((z - mean) / scale) @ c + b for _, c, b in heads], axis=0)
 
 
-def cross_validate(x: np.ndarray, sp: np.ndarray, all_species: list[str], args,
-                   folds: int = 5, shuffles: int = 6) -> dict[str, float]:
+def cross_validate(x: np.ndarray, sp: np.ndarray, all_species: list[str], model: str, l2: float,
+                   folds: int = 5, shuffles: int = 6) -> dict[str, Any]:
     """Out-of-fold operating points: every usable session is scored by a model that did
     not see it; gated sessions (retry, no response, late) are never accepted. Returns the
     tuning BPCER at per-species APCER <= 1, 2, 5 %, averaged over the shuffles."""
@@ -108,14 +110,14 @@ def cross_validate(x: np.ndarray, sp: np.ndarray, all_species: list[str], args,
             fold[idx] = np.arange(len(idx)) % folds
         z = np.zeros(len(sp))
         for f in range(folds):
-            z[fold == f] = fit(x[fold != f], sp[fold != f], args.model, args.l2)(x[fold == f])
+            z[fold == f] = fit(x[fold != f], sp[fold != f], model, l2)(x[fold == f])
         bona = z[sp == "bona_fide"]
         for key in res:
             for th in np.sort(np.concatenate([z, [np.inf]])):
                 if all((z[sp == a] >= th).sum() <= float(key) * n_all[a] for a in ATTACKS if n_all[a]):
                     res[key].append(1 - (bona >= th).sum() / (len(bona) + n_gated_bona))
                     break
-    return {"model": args.model, "l2": args.l2,
+    return {"model": model, "l2": l2,
             "cv_tuning_bpcer_at_apcer": {k: round(float(np.mean(v)), 4) for k, v in res.items()}}
 
 
@@ -136,8 +138,8 @@ def main() -> int:
     names = [n for n in D.TRANSFORMS if n not in set(filter(None, args.exclude.split(",")))]
 
     # the model only sees sessions that pass the quality gates and the timing check
-    base = D.Calibration(tuple(names), (0.0,) * len(names), (1.0,) * len(names), (0.0,) * len(names),
-                         50.0, 0.5, {})
+    base = D.Calibration(tuple(names), (0.0,) * len(names), (1.0,) * len(names),
+                         (D.Head("all", (0.0,) * len(names), 50.0),), 0.5, {})
     usable, phis = [], []
     for r in rows:
         v = D.decide(Features(dict(r["features"]), dict(r["quality"])), cal=base)
@@ -149,33 +151,19 @@ def main() -> int:
         usable.append(r)
         phis.append([phi[n] for n in names])
     x = np.array(phis)
-    y = np.array([1.0 if r["species"] == "bona_fide" else 0.0 for r in usable])
     sp = np.array([r["species"] for r in usable])
-    n_b = (sp == "bona_fide").sum()
-    w = np.ones(len(usable))
-    for a in ATTACKS:
-        m = sp == a
-        if m.any():
-            w[m] = n_b / m.sum()
     if args.cv:
-        print(json.dumps(cross_validate(x, sp, [r["species"] for r in rows], args), indent=1))
+        print(json.dumps(cross_validate(x, sp, [r["species"] for r in rows], args.model, args.l2), indent=1))
         return 0
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    xs = (x - mean) / scale
-    coef, bias = fit_logistic(xs, y, w, l2=args.l2)
-    heads: tuple[D.Head, ...] = ()
-    if args.model == "heads":
-        heads = tuple(D.Head(a, *_round(*fit_head(xs, sp, a, args.l2))) for a in ATTACKS
-                      if (sp == a).sum() >= MIN_HEAD_SESSIONS)
-        coef, bias = np.zeros(len(names)), 0.0
-    cal = D.Calibration(tuple(names), tuple(mean.round(6)), tuple(scale.round(6)), tuple(coef.round(6)),
-                        round(bias, 6), 0.5, {}, heads)
+    heads = tuple(D.Head(a, tuple(float(c) for c in coef.round(6)), round(float(bias), 6))
+                  for a, coef, bias in fit_heads((x - mean) / scale, sp, args.model, args.l2))
+    cal = D.Calibration(tuple(names), tuple(mean.round(6)), tuple(scale.round(6)), heads, 0.5, {})
 
     # threshold: the lowest at which every species' tuning APCER <= max_apcer
     scored = []
     for r in rows:
-        v = D.decide(Features(dict(r["features"]), dict(r["quality"])), cal=D.Calibration(
-            cal.names, cal.mean, cal.scale, cal.weights, cal.bias, 0.0, {}, cal.heads))
+        v = D.decide(Features(dict(r["features"]), dict(r["quality"])), cal=replace(cal, threshold=0.0))
         gated = v.verdict == "retry" or (v.verdict == "spoof" and v.score == 0.0)
         weak = v.verdict != "live" and not gated
         scored.append((r["species"], -1.0 if gated or weak else v.score))
@@ -196,7 +184,7 @@ def main() -> int:
     curve = {f"{a:g}": round(operating_point(a)[1], 4) for a in (0.01, 0.02, 0.05)}
 
     # explanation thresholds: where 99 % of usable bona fide sessions lie
-    bf = x[y == 1]
+    bf = x[sp == "bona_fide"]
     col = {n: i for i, n in enumerate(names)}
 
     def pct(n, q):
@@ -220,19 +208,15 @@ def main() -> int:
         d = np.sqrt(sum((bf[:, col[n]] - sm[n]) ** 2 for n in specs))
         explain["spec_mean"] = sm
         explain["max_spec_dist"] = float(np.percentile(d, 99))
-    out = {"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale)}
-    if heads:
-        out["heads"] = [{"against": h.against, "weights": list(h.weights), "bias": h.bias} for h in heads]
-    else:
-        out.update({"weights": list(cal.weights), "bias": cal.bias})
+    out = {"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale),
+           "heads": [{"against": h.against, "weights": list(h.weights), "bias": h.bias} for h in heads]}
     out.update({"threshold": round(threshold, 4), "explain": explain,
                 "fitted_on": {"scores": Path(args.scores).name, "sessions": len(rows), "usable": len(usable),
                               "tuning_bpcer_at_threshold": round(bpcer, 4), "max_apcer": args.max_apcer,
                               "l2": args.l2, "model": args.model}})
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    weights = ({h.against: dict(zip(names, np.round(h.weights, 3).tolist())) | {"bias": round(h.bias, 3)}
-                for h in heads} if heads else
-               dict(zip(names, np.round(coef, 3).tolist())) | {"bias": round(bias, 3)})
+    weights = {h.against: dict(zip(names, np.round(h.weights, 3).tolist())) | {"bias": round(h.bias, 3)}
+               for h in heads}
     print(json.dumps({"threshold": threshold, "tuning_bpcer": bpcer, "tuning_bpcer_at_apcer": curve,
                       "weights": weights}, indent=1))
     return 0

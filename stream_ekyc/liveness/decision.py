@@ -118,27 +118,23 @@ class Calibration:
     names: tuple[str, ...]
     mean: tuple[float, ...]
     scale: tuple[float, ...]
-    weights: tuple[float, ...]
-    bias: float
+    # one head per attack species (a single model for all of them is one head)
+    heads: tuple[Head, ...]
     threshold: float
     # per-cue thresholds used only to explain a spoof verdict
     explain: dict[str, Any] = field(default_factory=dict)
-    # per-species heads; when present they replace the single model (weights, bias)
-    heads: tuple[Head, ...] = ()
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> "Calibration":
         d = json.loads(path.read_text())
-        heads = tuple(Head(h["against"], tuple(h["weights"]), float(h["bias"])) for h in d.get("heads", []))
-        return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]),
-                   tuple(d.get("weights", (0.0,) * len(d["names"]))), float(d.get("bias", 0.0)),
-                   float(d["threshold"]), d.get("explain", {}), heads)
+        heads = tuple(Head(h["against"], tuple(h["weights"]), float(h["bias"])) for h in d["heads"])
+        return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), heads,
+                   float(d["threshold"]), d.get("explain", {}))
 
     def logits(self, phi: dict[str, float]) -> dict[str, float]:
-        """Log-odds of bona fide, per head (one entry, ``all``, without heads)."""
+        """Log-odds of bona fide, per head."""
         x = [(phi[n] - m) / s for n, m, s in zip(self.names, self.mean, self.scale)]
-        heads = self.heads or (Head("all", self.weights, self.bias),)
-        return {h.against: h.bias + sum(w * xi for w, xi in zip(h.weights, x)) for h in heads}
+        return {h.against: h.bias + sum(w * xi for w, xi in zip(h.weights, x)) for h in self.heads}
 
     def probability(self, phi: dict[str, float]) -> float:
         z = min(self.logits(phi).values())
@@ -252,8 +248,9 @@ def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> lis
         d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))
         if d > e["max_spec_dist"]:
             r.append("not_skin_spectrum")
-    # the species whose head judged the face not live: the attack it looked like
-    if cal.heads:
+    # the species whose head judged the face not live: the attack it looked like (a single
+    # model for all species names none)
+    if len(cal.heads) > 1:
         z_th = math.log(cal.threshold / (1.0 - cal.threshold)) if 0.0 < cal.threshold < 1.0 else 0.0
         r += [f"resembles_{a}" for a, z in cal.logits(phi).items() if z < z_th]
     return r

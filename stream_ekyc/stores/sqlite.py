@@ -4,7 +4,7 @@ All SQLite work runs in ONE dedicated worker thread (a single-thread executor th
 connection), so the event loop never blocks on disk. An ``asyncio.Lock`` gives one caller
 the connection at a time, so a transaction's statements never interleave with another
 caller's. Write transactions are ``BEGIN IMMEDIATE`` (the write lock up front; other
-processes on the same file wait up to ``busy_timeout``). The database runs in WAL mode.
+processes on the same file wait up to ``BUSY_WAIT_S``). The database runs in WAL mode.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class _SQLiteDB:
             raise
 
 
+BUSY_WAIT_S = 10.0   # how long a connection waits for another one's lock before failing
+
+
 class SQLiteRecords(SQLRecords):
     """Embedded records in one SQLite file (``:memory:`` works too), one worker thread."""
 
@@ -107,7 +110,8 @@ class SQLiteRecords(SQLRecords):
     def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        # timeout: SQLite's busy handler waits this long for another connection's lock
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_WAIT_S)
         conn.row_factory = sqlite3.Row
         self._conn = conn
         self._thread_id = threading.get_ident()
@@ -117,10 +121,9 @@ class SQLiteRecords(SQLRecords):
                 raise RecordsError(f"could not put {self.path} in WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
 
     @staticmethod
-    def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = 10.0) -> str:
+    def _journal_mode_wal(conn: sqlite3.Connection, wait_s: float = BUSY_WAIT_S) -> str:
         """Switch a (possibly new) file to WAL. The switch needs the file to itself for a
         moment, and SQLite answers "database is locked" at once, without its busy handler,
         when another connection is opening the same file: retry for up to ``wait_s`` (this

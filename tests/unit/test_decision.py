@@ -2,7 +2,7 @@
 
 import pytest
 
-from stream_ekyc.liveness.decision import Calibration, DecisionConfig, decide
+from stream_ekyc.liveness.decision import Calibration, DecisionConfig, Head, decide
 from stream_ekyc.liveness.scorer import Features, StreamingScorer
 
 from .synthetic_records import make_records, score
@@ -64,7 +64,7 @@ def test_no_frames_at_all_never_live():
 
 def test_a_permissive_model_cannot_turn_missing_evidence_into_live():
     # even a calibration that says "live" for everything cannot pass a weak response
-    always = Calibration(("fit",), (0.0,), (1.0,), (0.0,), 50.0, 0.5, {})
+    always = Calibration(("fit",), (0.0,), (1.0,), (Head("all", (0.0,), 50.0),), 0.5, {})
     ch, recs = make_records(response=0.005)
     sc = StreamingScorer(ch)
     for r in recs:
@@ -99,10 +99,9 @@ def test_a_well_exposed_face_that_ignores_the_screen_is_spoof():
 
 
 def _heads_calibration(threshold: float = 0.5) -> Calibration:
-    from stream_ekyc.liveness.decision import Head
     # two features; the "print" head wants a quiet background, the "cutout" head a dome
-    return Calibration(("bg_ratio", "dome_u"), (0.0, 0.0), (1.0, 1.0), (0.0, 0.0), 0.0, threshold, {},
-                       (Head("print", (-4.0, 0.0), 1.0), Head("cutout", (0.0, 4.0), -1.0)))
+    return Calibration(("bg_ratio", "dome_u"), (0.0, 0.0), (1.0, 1.0),
+                       (Head("print", (-4.0, 0.0), 1.0), Head("cutout", (0.0, 4.0), -1.0)), threshold, {})
 
 
 def test_heads_a_face_is_only_as_live_as_its_least_live_looking_head():
