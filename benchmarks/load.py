@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE))
 
 RESULTS = HERE / "results"
 ASSET_DIR = HERE / "data" / "load_assets"
-ASSET_VERSION = 3   # 3: face fitting also asks for the neck in view
+ASSET_VERSION = 4   # 3: face fitting also asks for the neck in view; 4: the simulator frames faces so (SIM_VERSION 2)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEADLINE_OUTCOME_S = 20.0        # outcome within this long of the answer
 DEADLINE_VERDICT_MS = 500.0      # verdict within this long of the challenge window's end

@@ -120,6 +120,11 @@ DATA_DIR = HERE / "data"
 FACES_CACHE = DATA_DIR / "photo_faces.json"
 ASTRONAUT = "skimage:astronaut"
 MIN_FACE_PX = 85
+# bumped whenever a seed renders differently: cached renders of another version are redone
+SIM_VERSION = 2
+FACE_FRAC_RANGE = (0.30, 0.60)   # face box width over the (4:3-equivalent) frame width
+NECK_IN_VIEW_IOD = 2.375        # a compliant framing shows the midline this far below the eyes (two neck bins)
+NECK_MARGIN_PX = 4
 FACES_CACHE_VERSION = 2
 # found by looking at the pool: cartoon-filtered, illustrated, text-overlaid or face-filtered
 # pictures, which are not photographs of a face
@@ -409,7 +414,7 @@ def draw_nuisance(seed: int) -> dict[str, Any]:
     p["flicker_phase"] = _u(rng, 0, 2 * math.pi)
     # face and placement
     p["photo_u"] = float(rng.random())
-    p["face_frac"] = _u(rng, 0.30, 0.60)
+    p["face_frac"] = _u(rng, *FACE_FRAC_RANGE)
     p["face_offset"] = [_u(rng, -0.10, 0.10), _u(rng, -0.08, 0.08)]
     p["roll_deg"] = _u(rng, -8, 8)
     p["face_width_cm"] = _u(rng, 13.5, 16.5)
@@ -769,10 +774,25 @@ class Session:
         Weq = min(self.W, 4 / 3 * self.H)
         frac = p["face_frac"]
         frac = min(frac, 0.85 * self.H / (h / w) / Weq)
-        s = frac * Weq / w
         cx_f = self.W * (0.5 + p["face_offset"][0]) + self.m
         cy_f = self.H * (0.47 + p["face_offset"][1]) + self.m
         th = math.radians(p["roll_deg"])
+        # the page flashes only once its fit guidance is satisfied, which asks an applicant
+        # (or an attacker) to move back until the neck under the chin is in view: the drawn
+        # size is mapped into the range that keeps a point NECK_IN_VIEW_IOD below the eyes
+        # inside the frame. That point moves linearly with the scale about the box centre.
+        eye = (lm[0] + lm[1]) / 2 - np.array([x + w / 2, y + h / 2])
+        e = lm[1] - lm[0]
+        neck = eye + NECK_IN_VIEW_IOD * np.array([-e[1], e[0]])
+        neck_y = math.sin(th) * neck[0] + math.cos(th) * neck[1]   # per unit of scale
+        if neck_y > 0:
+            frac_max = (self.H + self.m - NECK_MARGIN_PX - cy_f) / neck_y * w / Weq
+            hi = FACE_FRAC_RANGE[1]
+            if frac_max < hi:
+                lo = min(FACE_FRAC_RANGE[0], frac_max)
+                frac = lo + (min(frac, hi) - FACE_FRAC_RANGE[0]) * (frac_max - lo) / (hi - FACE_FRAC_RANGE[0])
+        p["face_frac_used"] = frac
+        s = frac * Weq / w
         # photo -> canvas affine: rotate+scale about the box centre, move to (cx_f, cy_f)
         c0 = np.array([x + w / 2, y + h / 2])
         ca, sa = math.cos(th) * s, math.sin(th) * s
@@ -1419,7 +1439,7 @@ class Session:
     def meta(self) -> dict[str, Any]:
         p = dict(self.p)
         out: dict[str, Any] = {
-            "species": self.species, "seed": self.seed,
+            "species": self.species, "seed": self.seed, "sim_version": SIM_VERSION,
             "label": "bona_fide" if self.species == "bona_fide" else "attack",
             "photo": p.pop("photo"), "person": p.pop("person"),
             "lag_s": None if self.response_lag is None else round(self.response_lag, 4),

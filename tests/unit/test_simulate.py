@@ -173,3 +173,25 @@ def test_cli(tmp_path):
                            capture_output=True, text=True)
         assert p.returncode == 2
         assert len(p.stderr.strip().splitlines()) == 1 and not p.stdout
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720), (320, 240)])
+def test_framing_shows_the_neck_the_page_asks_for(size):
+    # the page flashes only once its fit guidance is satisfied, and it asks to move back
+    # until the neck under the chin is in view; the simulator frames every session (of any
+    # species: they share the framing) as such a compliant applicant, even for the seeds
+    # that draw the largest faces
+    from stream_ekyc.analysis import FrameAnalyzer
+    from stream_ekyc.liveness.signals import NECK_BINS
+    from stream_ekyc.session import guidance
+    from stream_ekyc.vision.planes import YuvFrame
+
+    big = [s for s in range(200) if simulate.draw_nuisance(s)["face_frac"] > 0.52][:3]
+    assert len(big) == 3
+    for seed in big:
+        session = simulate.Session("bona_fide", seed, {"size": size})
+        t, bgr = next(iter(session.frames()))
+        rec = FrameAnalyzer(detect_every=1).analyze(t, YuvFrame.from_bgr(bgr))
+        assert rec.face is not None and rec.n_faces == 1, seed
+        assert np.isfinite(rec.midline[NECK_BINS]).sum() >= 2, seed
+        assert guidance(rec, None) not in ("move_back", "move_closer", "centre_face"), (seed, guidance(rec, None))
