@@ -56,19 +56,19 @@ def _job(args: tuple[str, int, str]) -> dict:
     stem = f"{species}-{seed}"
     video = next((p for p in (out_dir / f"{stem}.webm", out_dir / f"{stem}.mp4") if p.exists()), None)
     meta_path = out_dir / f"{stem}.meta.json"
-    if video is not None and (not meta_path.exists()
-                              or json.loads(meta_path.read_text()).get("sim_version") != simulate.SIM_VERSION):
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if video is not None and meta.get("sim_version") != simulate.SIM_VERSION:
         video.unlink()      # rendered by another version of the simulator
         video = None
     t0 = time.perf_counter()
     if video is None:
         r = simulate.render_session(species, seed, out_dir)
         video, chal = Path(r.video), Path(r.challenge)
+        meta = json.loads(meta_path.read_text())
     else:
         chal = out_dir / f"{stem}.challenge.json"
     render_s = time.perf_counter() - t0
     res = score_video(video, C.load(str(chal)))
-    meta = json.loads((out_dir / f"{stem}.meta.json").read_text()) if (out_dir / f"{stem}.meta.json").exists() else {}
     return {"species": species, "seed": seed, "set": set_name, "verdict": res["verdict"],
             "score": res["score"], "reasons": res["reasons"], "lag_ms": res["lag_ms"],
             "features": res["features"], "quality": res["quality"], "render_s": round(render_s, 2),

@@ -9,10 +9,10 @@ in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box
 decision takes the least live-looking head. Each species is told apart by its own cues, so
 one model for all of them has to compromise its weights between them. In 5-fold
 cross-validation on the tuning seeds (``--cv``: out-of-fold scores, six shuffles) the
-heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 89 / 40 / 29 % against
-73 / 48 / 41 % for one model: better where the curve is measured on several attacks per
-species, worse where a single attack of 80 decides it. A species with fewer than ``MIN_HEAD_SESSIONS`` usable tuning
-sessions (the injected-static and late attacks stop at the gates) gets no head.
+heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 55 / 49 / 31.5 % against
+74 / 51.5 / 40 % for one model (1040 tuning sessions: 200 prints, cut-outs and replays each).
+A species with fewer than ``MIN_HEAD_SESSIONS`` usable tuning sessions (the injected-static
+and late attacks stop at the gates) gets no head.
 ``--model single --l2 2`` fits the earlier single model (every species weighted as much as
 all bona fide sessions together); ``--cv`` prints those cross-validated figures instead of
 writing a calibration.

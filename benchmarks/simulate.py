@@ -113,6 +113,12 @@ if str(HERE.parent) not in sys.path:  # running as a script from a checkout
 
 from stream_ekyc import challenge as chmod  # noqa: E402
 from stream_ekyc import models  # noqa: E402
+from stream_ekyc.liveness.signals import MID_V, NECK_BINS  # noqa: E402
+
+# a compliant framing shows the midline down to the centre of the second bin under the chin
+# that the fit guidance looks for (session.guidance asks to move back until one is in view)
+NECK_IN_VIEW_IOD = float(MID_V[NECK_BINS][1])
+NECK_MARGIN_PX = 4
 
 SPECIES = ("bona_fide", "print", "cutout", "replay", "injected_static", "injected_other", "late")
 NUISANCE_STREAM = 100
@@ -123,8 +129,6 @@ MIN_FACE_PX = 85
 # bumped whenever a seed renders differently: cached renders of another version are redone
 SIM_VERSION = 2
 FACE_FRAC_RANGE = (0.30, 0.60)   # face box width over the (4:3-equivalent) frame width
-NECK_IN_VIEW_IOD = 2.375        # a compliant framing shows the midline this far below the eyes (two neck bins)
-NECK_MARGIN_PX = 4
 FACES_CACHE_VERSION = 2
 # found by looking at the pool: cartoon-filtered, illustrated, text-overlaid or face-filtered
 # pictures, which are not photographs of a face
