@@ -88,12 +88,13 @@ def _design(times: np.ndarray, ch: Challenge, lags: np.ndarray) -> np.ndarray:
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Least squares for a batch of design matrices x (L, n, k) and targets y (n, m) →
     coefficients (L, k, m) and residual sums of squares (L, m)."""
-    xtx = np.einsum("lni,lnj->lij", x, x)
+    xt = x.transpose(0, 2, 1)                     # batched products by BLAS (einsum: several times slower)
+    xtx = xt @ x
     scale = np.trace(xtx, axis1=1, axis2=2)[:, None, None] / x.shape[2]
     xtx = xtx + ridge * scale * np.eye(x.shape[2])[None]
-    xty = np.einsum("lni,nm->lim", x, y)
+    xty = xt @ y
     beta = np.linalg.solve(xtx, xty)
-    resid = y[None] - np.einsum("lni,lim->lnm", x, beta)
+    resid = y[None] - x @ beta
     return beta, (resid ** 2).sum(axis=1)
 
 

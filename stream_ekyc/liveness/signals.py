@@ -69,7 +69,10 @@ _LUT = np.where(np.arange(256) / 255.0 <= 0.04045, np.arange(256) / 255.0 / 12.9
 
 
 def linearize(img_u8: np.ndarray) -> np.ndarray:
-    """sRGB uint8 → linear float32 in [0, 1] (table lookup)."""
+    """sRGB uint8 → linear float32 in [0, 1] (table lookup; OpenCV's for up to 4 channels,
+    several times faster than indexing the table with the image)."""
+    if img_u8.dtype == np.uint8 and img_u8.ndim == 3 and img_u8.shape[2] <= 4:
+        return cv2.LUT(img_u8, _LUT)
     return _LUT[img_u8]
 
 
@@ -112,7 +115,8 @@ class FrameRecord:
             if a is None:
                 return None
             a = np.round(np.asarray(a, dtype=np.float64), 6)
-            return np.where(np.isfinite(a), a, None).tolist()
+            finite = np.isfinite(a)
+            return a.tolist() if finite.all() else np.where(finite, a, None).tolist()
         d: dict[str, Any] = {"t": round(self.t, 4), "w": self.width, "h": self.height,
                              "n_faces": self.n_faces}
         if self.face is not None:
@@ -274,7 +278,9 @@ class SignalExtractor:
         inner_u8 = canon[INNER_MASK]
         luma_u8 = inner_u8 @ _LUMA_U8
         rec.luma = float(luma_u8.mean())
-        rec.clipped = float((inner_u8.max(axis=1) >= 250).mean())
+        # largest channel per pixel (three column maxima: far cheaper than a reduction over axis 1)
+        top = np.maximum(np.maximum(inner_u8[:, 0], inner_u8[:, 1]), inner_u8[:, 2])
+        rec.clipped = float(np.count_nonzero(top >= 250) / len(top))
         rec.crushed = float((luma_u8 <= 12).mean())
         if not detected:
             return rec
