@@ -9,8 +9,9 @@ in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box
 decision takes the least live-looking head. Each species is told apart by its own cues, so
 one model for all of them has to compromise its weights between them. In 5-fold
 cross-validation on the tuning seeds (``--cv``: out-of-fold scores, six shuffles) the
-heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 55 / 49 / 31.5 % against
-74 / 51.5 / 40 % for one model (1040 tuning sessions: 200 prints, cut-outs and replays each).
+heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 49.5 / 42 / 32 % against
+84.5 / 55 / 35.5 % for one model (1040 tuning sessions: 200 prints, cut-outs and replays each;
+the window analysed at 15 fps, ``analysis.ANALYSIS_FPS``).
 A species with fewer than ``MIN_HEAD_SESSIONS`` usable tuning sessions (the injected-static
 and late attacks stop at the gates) gets no head.
 ``--model single --l2 2`` fits the earlier single model (every species weighted as much as

@@ -452,6 +452,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     wall = t1 - t0
     received = analysed = dropped = skipped = 0
     video_s = 0.0            # CPU seconds spent re-encoding the evidence video (non-VP8 streams; the pipeline's own timing)
+    analysis_s = 0.0         # thread CPU seconds of the frame analysis (the pipeline's own timing)
     mux_s = 0.0              # CPU seconds spent muxing the received VP8 frames into WebM (the pipeline's own timing)
     verdict_ms: list[float] = []
     an_p95: list[float] = []
@@ -472,6 +473,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         timings = res.get("timings") or {}
         video_s += float(timings.get("video_encode_ms_per_frame") or 0) * int(counts.get("video_frames", 0)) / 1000
         mux_s += float(timings.get("video_mux_ms") or 0) / 1000
+        analysis_s += float(timings.get("analysis_cpu_ms") or 0) / 1000
         if timings.get("analysis_latency_p95_ms") is not None:
             an_p95.append(float(timings["analysis_latency_p95_ms"]))
         outcomes.setdefault(s["kind"], {})
@@ -521,6 +523,8 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "cores_used": round(cpu / wall, 3) if wall else None,
         "video_encode_cpu_s": round(video_s, 2), "video_encode_cpu_share": round(video_s / cpu, 3) if cpu else None,
         "video_mux_cpu_s": round(mux_s, 3), "video_mux_cpu_share": round(mux_s / cpu, 4) if cpu else None,
+        "analysis_cpu_s": round(analysis_s, 2), "analysis_cpu_share": round(analysis_s / cpu, 3) if cpu else None,
+        "analysis_cpu_ms_per_frame": round(analysis_s * 1000 / analysed, 3) if analysed else None,
         "frames_received": received, "frames_analysed": analysed, "frames_dropped": dropped,
         "frames_skipped": skipped, "drop_share_of_received": round(dropped / received, 4) if received else 0.0,
         "drop_share": round(drop_share, 4),

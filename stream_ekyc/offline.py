@@ -1,7 +1,8 @@
 """Offline driver: a recorded video + its challenge → the same verdict the live pipeline gives.
 
-It decodes with PyAV, feeds every frame through the same ``FrameAnalyzer`` and
-``StreamingScorer`` the live session uses, and decides with the same ``decide``.
+It decodes with PyAV, feeds the frames through the same ``FrameAnalyzer`` and
+``StreamingScorer`` the live session uses, at the rate the live session analyses its scoring
+window (``analysis.ANALYSIS_FPS``), and decides with the same ``decide``.
 """
 
 from __future__ import annotations
@@ -137,16 +138,20 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
     With ``id_embedding`` (the ID photo's, from ``idphoto.check``) the result also has
     ``match``: the best frame compared with the ID photo after a ``live`` verdict, and
     ``None`` for any other verdict (a spoof never carries a match)."""
-    from .analysis import FrameAnalyzer
+    from .analysis import ANALYSIS_FPS, Cadence, FrameAnalyzer
 
     started = time.perf_counter()
     analyzer = FrameAnalyzer()
     scorer = StreamingScorer(challenge)
     best = BestFrameKeeper(challenge, keep_image=id_embedding is not None)
-    frames = with_face = 0
+    cadence = Cadence(1.0 / ANALYSIS_FPS if ANALYSIS_FPS > 0 else 0.0)   # the live window's rate
+    frames = analysed = with_face = 0
     records: list[FrameRecord] = []
     for t, img in iter_frames(path):
         frames += 1
+        if not cadence.take(t):
+            continue
+        analysed += 1
         rec = analyzer.analyze(t, img)
         with_face += rec.face is not None
         scorer.add(rec)
@@ -155,7 +160,7 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
             records.append(rec)
     verdict: Verdict = decide(scorer.features())
     out = verdict.to_dict()
-    out.update(frames=frames, frames_with_face=with_face, best_frame=best.to_dict(),
+    out.update(frames=frames, frames_analysed=analysed, frames_with_face=with_face, best_frame=best.to_dict(),
                features=verdict.measured_features(5),
                quality={k: (round(v, 4) if isinstance(v, float) else v) for k, v in verdict.quality.items()},
                elapsed_ms=round((time.perf_counter() - started) * 1000.0, 1))

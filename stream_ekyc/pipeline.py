@@ -12,11 +12,14 @@ encoding, the final fit) runs in the shared bounded executor.
 
 Cost: the analysis works on the decoded frame's YUV planes (``vision.planes``) and converts
 only small views to BGR (and detects the face on one frame in three while it is still,
-``analysis.FrameAnalyzer``). Every frame is analysed from shortly before the first colour to the
-end of the scoring window (the scorer's lag search wants them all); before that, during face
-fitting and the countdown, only guidance and the best-frame choice use the records, so the
-reader passes at most ``fit_fps`` frames a second to the slot (the others are counted as
-``skipped``, not dropped). The evidence video of a VP8 stream is the received frames
+``analysis.FrameAnalyzer``). From shortly before the first colour to the end of the scoring
+window the reader passes ``window_fps`` frames a second to the slot (``analysis.ANALYSIS_FPS``,
+the rate offline scoring analyses at too, so one calibration serves both); before that,
+during face fitting and the countdown, only guidance and the best-frame choice use the
+records, and it passes at most ``fit_fps``. The others are counted as ``skipped``, not
+dropped. Under load an analysed frame costs the server several times its analysis's own
+CPU time (the event loop's and the executor's work around it, and the threads' contention),
+so this rate is what sets a stream's cost against decoding it (docs/capacity.md). The evidence video of a VP8 stream is the received frames
 themselves (``vp8_evidence``: kept as they arrive through ``encoded_frame_tap``, muxed into
 WebM at the end, no decode, no encode); for any other codec, or when the tap is unavailable,
 it is re-encoded to H.264/MP4 at ``video_fps`` from the decoded frames, one encoder thread
@@ -46,7 +49,7 @@ import cv2
 import numpy as np
 
 from . import challenge as challenge_mod
-from .analysis import FrameAnalyzer
+from .analysis import ANALYSIS_FPS, Cadence, FrameAnalyzer
 from .challenge import Challenge, Step
 from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
@@ -71,29 +74,8 @@ class PipelineConfig:
     video_queue: int = 12            # encoder backlog bound (frames); beyond it frames are skipped
     video_fps: float = 15.0          # evidence video frame rate (each 0.2-0.5 s colour spans >= 3 frames)
     fit_fps: float = 10.0            # analysis rate before the scoring window (0: every frame)
-    full_rate_margin_s: float = 0.1  # every frame is analysed from this long before the scorer's window
-
-
-class Cadence:
-    """Which frames, by their session time, a consumer takes: at most one per ``period``
-    seconds (``period`` 0: every frame). A frame up to ``slack`` early for its turn counts as
-    on time, so a jittery 30 fps stream still gives 10 frames a second at period 0.1."""
-
-    def __init__(self, period: float, slack: float = 0.01) -> None:
-        self.period = period
-        self.slack = slack
-        self._due = -math.inf
-        self.skipped = 0
-
-    def take(self, t: float) -> bool:
-        if self.period <= 0:
-            return True
-        if t < self._due - self.slack:
-            self.skipped += 1
-            return False
-        # keep the rate when on time; restart the count after a gap
-        self._due = self._due + self.period if t - self._due < self.period else t + self.period
-        return True
+    window_fps: float = ANALYSIS_FPS  # analysis rate in the scoring window (0: every frame)
+    window_margin_s: float = 0.1     # the window's rate applies from this long before the scorer's window
 
 
 class FrameSlot:
@@ -320,7 +302,10 @@ class LivePipeline:
         self.analysed = 0
         # before the scoring window, at most fit_fps frames a second reach the analysis
         self.cadence = Cadence(1.0 / self.config.fit_fps if self.config.fit_fps > 0 else 0.0)
-        self._full_rate_from = math.inf      # session time from which every frame is analysed
+        # from shortly before the scoring window, window_fps (what offline scoring analyses too);
+        # the same cadence changes its period, so the rate has no seam where it changes
+        self._window_period = 1.0 / self.config.window_fps if self.config.window_fps > 0 else 0.0
+        self._window_from = math.inf         # session time from which the window's rate applies
         self.acks: list[dict[str, Any]] = []
         self.caps: dict[str, Any] = {}
         self.records: list[FrameRecord] = []
@@ -332,6 +317,7 @@ class LivePipeline:
         self._record_window: tuple[float, float] | None = None
         self.timings: dict[str, float] = {}
         self.latencies: deque[float] = deque(maxlen=2048)
+        self.analysis_cpu_s = 0.0            # thread CPU time of the frame analysis (executor)
 
     # --- inputs ------------------------------------------------------------------------
     def on_message(self, raw: Any) -> None:
@@ -385,7 +371,9 @@ class LivePipeline:
                     lo, hi = self._record_window
                     if lo <= t <= hi:
                         self._recorder.add(frame, t)
-                if t < self._full_rate_from and not self.cadence.take(t):
+                if t >= self._window_from and self.cadence.period != self._window_period:
+                    self.cadence.period = self._window_period
+                if not self.cadence.take(t):
                     continue
                 if self.slot.put((frame, t, arrival)) and self.metrics:
                     self.metrics.frames_dropped.inc()
@@ -403,8 +391,11 @@ class LivePipeline:
         return math.floor((lo + shift) * RTP_CLOCK), math.ceil((hi + shift) * RTP_CLOCK)
 
     def _analyze(self, frame: Any, t: float) -> tuple[FrameRecord, YuvFrame]:
+        started = time.thread_time()
         planes = YuvFrame.from_av(frame)
-        return self.analyzer.analyze(t, planes), planes
+        rec = self.analyzer.analyze(t, planes)
+        self.analysis_cpu_s += time.thread_time() - started   # one frame at a time per session
+        return rec, planes
 
     async def _set_state(self, state: str) -> None:
         self.state = state
@@ -500,7 +491,7 @@ class LivePipeline:
                 if self.encoded is not None:
                     self.encoded.close()          # not VP8 (or nothing kept): re-encode
                 self._recorder = VideoRecorder(self.executor, cfg.video_queue, cfg.video_fps)
-        self._full_rate_from = first_at - scorer_window.config.pre_s - cfg.full_rate_margin_s
+        self._window_from = first_at - scorer_window.config.pre_s - cfg.window_margin_s
         keeper = BestFrameKeeper(scorer_window.challenge, keep_image=True)
         sent_steps: list[Step] = []
         runner = asyncio.ensure_future(self._show(secret, first_at, sent_steps))
@@ -622,6 +613,9 @@ class LivePipeline:
         if isinstance(rec, RemuxRecorder) and rec.frames:
             self.timings["video_mux_ms"] = round(rec.mux_s * 1000, 3)
             self.timings["video_mux_ms_per_frame"] = round(rec.mux_s * 1000 / rec.frames, 4)
+        if self.analysed:
+            self.timings["analysis_cpu_ms"] = round(self.analysis_cpu_s * 1000, 1)
+            self.timings["analysis_cpu_ms_per_frame"] = round(self.analysis_cpu_s * 1000 / self.analysed, 3)
         if self.latencies:
             lat = np.array(self.latencies)
             self.timings["analysis_latency_p50_ms"] = round(float(np.percentile(lat, 50)) * 1000, 2)
@@ -640,11 +634,14 @@ class LivePipeline:
         }
         records = list(self.records)
 
-        def encode() -> bytes:   # ~10-15 ms for a session's records: not on the event loop
+        def encode() -> tuple[bytes, float]:   # ~10-15 ms for a session's records: not on the event loop
+            started = time.thread_time()
             packet["records"] = [r.to_dict() for r in records]
-            return json.dumps(packet, separators=(",", ":")).encode()
+            data = json.dumps(packet, separators=(",", ":")).encode()
+            return data, time.thread_time() - started
 
-        ev.packet = await self.loop.run_in_executor(self.executor, encode)
+        ev.packet, spent = await self.loop.run_in_executor(self.executor, encode)
+        self.timings["packet_cpu_ms"] = round(spent * 1000, 1)
         if verdict is None:
             return PipelineResult(None, "aborted", self._aborted, self.timings, counts, ev)
         outcome = OUTCOME[verdict.verdict]

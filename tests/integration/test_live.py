@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
 
+from stream_ekyc.analysis import ANALYSIS_FPS
 from stream_ekyc.api.app import LIVE, MEDIA, RECORDS
 from stream_ekyc.live import LiveSessions, loopback_only_sdp
 from stream_ekyc.pipeline import PipelineConfig
@@ -152,6 +153,9 @@ async def test_a_replayed_face_fails_and_the_session_keeps_its_evidence(live_set
         assert packet["caps"] == {"screen": {"w": 1280, "h": 800}}      # the page's hello is kept
         assert len(packet["acks"]) == len(colours)
         assert packet["challenge"]["steps"] and len(packet["records"]) > 20
+        # the countdown at fit_fps, the scoring window at the offline scorer's rate (ANALYSIS_FPS)
+        gaps = np.diff([r["t"] for r in packet["records"]])
+        assert gaps.min() >= 1 / ANALYSIS_FPS - 0.011 and np.median(gaps) < 1 / ANALYSIS_FPS + 0.02
         r = await h.client.get(f"/v1/sessions/{sid}/best-frame", headers=auth(key))
         assert r.status == 200 and r.content_type == "image/jpeg"
         assert (await r.read())[:2] == b"\xff\xd8"

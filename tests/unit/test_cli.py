@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stream_ekyc import challenge as C
+from stream_ekyc.analysis import ANALYSIS_FPS
 
 REQUIRED = {"verdict", "score", "confidence", "reasons", "lag_ms", "frames", "frames_with_face",
             "best_frame", "elapsed_ms"}
@@ -51,6 +52,8 @@ def test_empty_scene_scores_retry_no_face_with_exit_0(files):
     assert REQUIRED <= set(res)
     assert res["verdict"] == "retry" and "no_face" in res["reasons"]
     assert res["frames"] == 120 and res["frames_with_face"] == 0
+    # analysed at the rate the live pipeline analyses its scoring window: every other frame of 30 fps
+    assert ANALYSIS_FPS == 15.0 and res["frames_analysed"] == 60
     assert res["best_frame"] is None
 
 
