@@ -509,7 +509,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     fps = args.fps
     stream_s = received / fps
     # of the frames offered to the analysis (received, less those the pipeline does not
-    # analyse by design: fewer per second before the challenge window)
+    # analyse by design: 10 a second before the challenge window, 15 in it)
     offered = received - skipped
     drop_share = dropped / offered if offered else 0.0
     lat = lambda q: hist_quantile(m0, m1, "stream_ekyc_analysis_latency_seconds", q)  # noqa: E731
