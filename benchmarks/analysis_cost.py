@@ -46,7 +46,7 @@ def main() -> int:
                                     codec="vp8")
         ch = C.load(str(r.challenge))
         decoded = list(iter_frames(r.video))
-        cadence = Cadence(1.0 / ANALYSIS_FPS if ANALYSIS_FPS > 0 else 0.0)   # what the scorer analyses
+        cadence = Cadence.at(ANALYSIS_FPS)   # what the scorer analyses
         frames = [(t, img) for t, img in decoded if cadence.take(t)]
         frames_n.append(len(decoded))
         analysed_n.append(len(frames))

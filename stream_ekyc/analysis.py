@@ -51,6 +51,16 @@ class Cadence:
         self._due = -math.inf
         self.skipped = 0
 
+    @staticmethod
+    def period_for(fps: float) -> float:
+        """The period of at most ``fps`` frames a second (``fps`` 0 or less: 0, every frame)."""
+        return 1.0 / fps if fps > 0 else 0.0
+
+    @classmethod
+    def at(cls, fps: float) -> "Cadence":
+        """At most ``fps`` frames a second (``fps`` 0 or less: every frame)."""
+        return cls(cls.period_for(fps))
+
     def take(self, t: float) -> bool:
         if self.period <= 0:
             return True

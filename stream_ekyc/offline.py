@@ -144,7 +144,7 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
     analyzer = FrameAnalyzer()
     scorer = StreamingScorer(challenge)
     best = BestFrameKeeper(challenge, keep_image=id_embedding is not None)
-    cadence = Cadence(1.0 / ANALYSIS_FPS if ANALYSIS_FPS > 0 else 0.0)   # the live window's rate
+    cadence = Cadence.at(ANALYSIS_FPS)   # the live window's rate
     frames = analysed = with_face = 0
     records: list[FrameRecord] = []
     for t, img in iter_frames(path):

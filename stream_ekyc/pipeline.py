@@ -19,11 +19,12 @@ during face fitting and the countdown, only guidance and the best-frame choice u
 records, and it passes at most ``fit_fps``. The others are counted as ``skipped``, not
 dropped. Under load an analysed frame costs the server several times its analysis's own
 CPU time (the event loop's and the executor's work around it, and the threads' contention),
-so this rate is what sets a stream's cost against decoding it (docs/capacity.md). The evidence video of a VP8 stream is the received frames
-themselves (``vp8_evidence``: kept as they arrive through ``encoded_frame_tap``, muxed into
-WebM at the end, no decode, no encode); for any other codec, or when the tap is unavailable,
-it is re-encoded to H.264/MP4 at ``video_fps`` from the decoded frames, one encoder thread
-per session.
+so this rate is what sets a stream's cost against decoding it (docs/capacity.md).
+
+The evidence video of a VP8 stream is the received frames themselves (``vp8_evidence``:
+kept as they arrive through ``encoded_frame_tap``, muxed into WebM at the end, no decode,
+no encode); for any other codec, or when the tap is unavailable, it is re-encoded to
+H.264/MP4 at ``video_fps`` from the decoded frames, one encoder thread per session.
 
 Clocks: frames are placed on the server's monotonic clock from their RTP timestamps
 (``frame.time``) plus the smallest arrival offset seen so far, so network jitter does not
@@ -158,7 +159,7 @@ class VideoRecorder:
         self.executor = executor
         self.max_backlog = max_backlog
         self.fps = fps
-        self.cadence = Cadence(1.0 / fps if fps > 0 else 0.0)
+        self.cadence = Cadence.at(fps)
         self._out = None
         self._buf = None
         self._stream = None
@@ -301,10 +302,10 @@ class LivePipeline:
         self.received = 0
         self.analysed = 0
         # before the scoring window, at most fit_fps frames a second reach the analysis
-        self.cadence = Cadence(1.0 / self.config.fit_fps if self.config.fit_fps > 0 else 0.0)
+        self.cadence = Cadence.at(self.config.fit_fps)
         # from shortly before the scoring window, window_fps (what offline scoring analyses too);
         # the same cadence changes its period, so the rate has no seam where it changes
-        self._window_period = 1.0 / self.config.window_fps if self.config.window_fps > 0 else 0.0
+        self._window_period = Cadence.period_for(self.config.window_fps)
         self._window_from = math.inf         # session time from which the window's rate applies
         self.acks: list[dict[str, Any]] = []
         self.caps: dict[str, Any] = {}

@@ -78,3 +78,9 @@ def test_hold_still_counts_movement_per_frame_interval():
     assert guidance(_at(0.1, 336), _at(0.0, 320)) == "ok"
     # ... but 0.6 IOD in 0.1 s is
     assert guidance(_at(0.1, 368), _at(0.0, 320)) == "hold_still"
+
+
+def test_a_cadence_at_a_rate():
+    assert Cadence.period_for(15) == 1 / 15 and Cadence.period_for(0) == 0.0 and Cadence.period_for(-1) == 0.0
+    assert Cadence.at(0).take(0.0) and Cadence.at(0).period == 0.0
+    assert _taken(Cadence.at(15), [i / 30 for i in range(30)]) == [i / 30 for i in range(0, 30, 2)]
