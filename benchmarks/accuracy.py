@@ -3,7 +3,7 @@ DET curve — on simulated sessions whose seeds are disjoint from the tuning see
 
     python benchmarks/accuracy.py                 # report set: 200 bona fide + 100 per species
     python benchmarks/accuracy.py --set tune      # the tuning set (used by calibrate.py): 200 bona
-                                                  # fide, 200 per physical attack, 80 per other
+                                                  # fide, 110 per physical attack, 40 per other
 
 Sessions are rendered by ``simulate.py`` (cached under benchmarks/data/) and scored with
 ``stream_ekyc.offline.score_video`` — the function behind ``stream-ekyc score``.
@@ -30,13 +30,15 @@ sys.path.insert(0, str(HERE))
 ATTACKS = ("print", "cutout", "replay", "injected_static", "injected_other", "late")
 # the physical attacks (prints, cut-outs, replays) are told apart from a live face by the
 # shape, background and glare cues the calibration weighs, and the threshold sits in the tail
-# of their scores: 200 tuning sessions each, so that a few attacks do not decide it alone;
-# the injected and late attacks stop at the response and timing gates
+# of their scores: more tuning sessions each (110) than the others (40), so that a few
+# attacks do not decide it alone; the injected and late attacks stop at the response and
+# timing gates. (Until the gain-map features the tuning set held 200 and 80: the set was cut
+# so that a re-calibration and a fresh report fit one working stop on this machine.)
 PHYSICAL = ("print", "cutout", "replay")
 SEEDS = {
     # tuning and report seeds never overlap
     "tune": {"bona_fide": range(0, 200),
-             "attack": {sp: range(0, 200) if sp in PHYSICAL else range(0, 80) for sp in ATTACKS}},
+             "attack": {sp: range(0, 110) if sp in PHYSICAL else range(0, 40) for sp in ATTACKS}},
     "report": {"bona_fide": range(100_000, 100_200), "attack": {sp: range(100_000, 100_100) for sp in ATTACKS}},
 }
 DATA = HERE / "data"

@@ -8,10 +8,12 @@ against that species, the two classes weighted equally) over the physical featur
 in ``decision.TRANSFORMS`` (a few numbers with physical meaning, not a black box); the
 decision takes the least live-looking head. Each species is told apart by its own cues, so
 one model for all of them has to compromise its weights between them. In 5-fold
-cross-validation on the tuning seeds (``--cv``: out-of-fold scores, six shuffles) the
-heads' tuning BPCER at a per-species APCER ≤ 1 / 2 / 5 % is 49.5 / 42 / 32 % against
-84.5 / 55 / 35.5 % for one model (1040 tuning sessions: 200 prints, cut-outs and replays each;
-the window analysed at 15 fps, ``analysis.ANALYSIS_FPS``).
+cross-validation on the tuning seeds (``--cv``: out-of-fold scores, six shuffles; 650
+tuning sessions: 200 bona fide, 110 prints, cut-outs and replays each, 40 of each other
+species, the window analysed at 15 fps) the heads' tuning BPCER at a per-species APCER
+≤ 1 / 2 / 5 % is 47.5 / 23 / 14.5 % against 59.5 / 52 / 24 % for one model; with the
+shape cues the gain map replaced (dome, nose, fall-off and neck-drop fits per patch), the
+heads read 58.5 / 48 / 34.5 % on the same sessions.
 A species with fewer than ``MIN_HEAD_SESSIONS`` usable tuning sessions (the injected-static
 and late attacks stop at the gates) gets no head.
 ``--model single --l2 2`` fits the earlier single model (every species weighted as much as
@@ -195,14 +197,14 @@ def main() -> int:
         "min_fit": pct("fit", 1) or 0.5,
         "max_bg_ratio": pct("bg_ratio", 99) or 0.5,
         "min_mult_slope": pct("mult_slope", 1) or -0.5,
-        "min_dome": float(np.percentile(bf[:, col["dome_u"]] + bf[:, col["dome_v"]], 1)) if "dome_u" in col else 0.05,
-        "min_nose": pct("nose", 1) or 0.0,
+        "min_relief": pct("gain_relief", 1) or 0.05,
+        "min_outer": pct("gain_outer", 1) or 0.1,
     }
-    if "neck_drop" in col:   # from the sessions where it was measured (not the stand-in value)
-        measured = [r["features"].get("neck_drop") for r in usable if r["species"] == "bona_fide"]
+    if "gain_neck" in col:   # from the sessions where it was measured (not the stand-in value)
+        measured = [r["features"].get("gain_neck") for r in usable if r["species"] == "bona_fide"]
         measured = [m for m in measured if m is not None and np.isfinite(m)]
         if measured:
-            explain["max_neck_drop"] = float(np.percentile(measured, 99))
+            explain["min_gain_neck"] = float(np.percentile(measured, 1))
     specs = [n for n in names if n.startswith("spec_")]
     if specs:
         sm = {n: float(np.median(bf[:, col[n]])) for n in specs}

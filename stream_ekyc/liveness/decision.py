@@ -40,15 +40,11 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
     "log_rel": ("rel_skin", -4.0, 1.5),     # log(relative response)
     "bg_ratio": ("bg_ratio", -1.0, 2.0),
     "mult_slope": ("mult_slope", -2.0, 1.0),
-    "dome_u": ("dome_u", -1.0, 1.0),
-    "dome_v": ("dome_v", -1.0, 1.0),
-    "nose": ("nose", -1.0, 1.0),
-    "flatness": ("flatness", 0.0, 1.5),
-    "nonplanar": ("nonplanar", 0.0, 1.5),
-    "falloff": ("falloff", -0.5, 0.6),
-    "falloff_z": ("falloff_z", -6.0, 12.0),
-    "tilt": ("tilt", 0.0, 2.0),
-    "neck_drop": ("neck_drop", -0.5, 1.5),
+    "gain_centre": ("gain_centre", -1.0, 1.0),
+    "gain_outer": ("gain_outer", -1.0, 2.0),
+    "gain_chin": ("gain_chin", -1.0, 2.0),
+    "gain_neck": ("gain_neck", -1.0, 3.0),
+    "gain_relief": ("gain_relief", 0.0, 1.5),
     "spec_rg": ("spec_rg", -2.0, 2.0),
     "spec_gb": ("spec_gb", -2.0, 2.0),
     "spec_rb": ("spec_rb", -2.0, 2.0),
@@ -56,8 +52,8 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
 }
 
 # cues that need more of the scene than the face: without it they count as what an attack
-# shows (fail closed), never as evidence of a live face
-MISSING_AS: dict[str, float] = {"neck_drop": 1.0}   # no neck in view: no drop under the chin
+# shows (fail closed), never as evidence of a live face: no neck in view, no drop under the chin
+MISSING_AS: dict[str, float] = {"gain_neck": 0.0}
 
 
 @dataclass(frozen=True)
@@ -239,10 +235,10 @@ def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> lis
         r.append("background_responds")
     if phi["mult_slope"] < e.get("min_mult_slope", -0.5):
         r.append("additive_response")
-    if phi["dome_u"] + phi["dome_v"] < e.get("min_dome", 0.05) and phi["nose"] < e.get("min_nose", 0.02):
+    if phi["gain_relief"] < e.get("min_relief", 0.05) and phi["gain_outer"] < e.get("min_outer", 0.1):
         r.append("flat_response")
-    nd = v.get("neck_drop")
-    if "max_neck_drop" in e and nd is not None and math.isfinite(nd) and nd > e["max_neck_drop"]:
+    gn = v.get("gain_neck")
+    if "min_gain_neck" in e and gn is not None and math.isfinite(gn) and gn < e["min_gain_neck"]:
         r.append("no_depth_under_chin")
     if e.get("spec_mean") and e.get("max_spec_dist"):
         d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))

@@ -25,13 +25,11 @@ before the lag search. Everything below is computed from that model:
   view responds alike everywhere);
 - ``mult_slope``: slope of log relative response against log level across the face's
   darkest to brightest quarters (0 when light multiplies reflectance; −1 when glare adds);
-- ``dome_u``, ``dome_v``, ``nose``: curvature of the relative response across the face
-  (Lambert shading of a 3D head: centre and nose brighter than the sides and the chin)
-  after removing any planar ramp that a tilted print would show;
-- ``neck_drop``: the response just under the chin over the strongest response on the
-  lower face, down the face's midline (a chin shades the neck set back behind it; a
-  cut-out print's neck lies on the same sheet as its face); NaN when the neck is not in
-  the frame;
+- ``gain_*``: the shape of the response over the face, from a map of how strongly each
+  region answers relative to the skin (``gain_map``): a 3D head answers more where it
+  faces the screen (nose) than where it turns away (cheeks, sides, chin) and shades its
+  neck with its chin; a print, tilted or gently bent, answers like a plane, its neck on
+  the same sheet as its face;
 - ``spec_*``: log cross-ratios of the 3×3 screen-primary → camera-channel response matrix
   of the skin, invariant to white balance, screen primary strength and distance, so they
   carry only the material's spectral signature.
@@ -138,63 +136,106 @@ def _rel(beta: np.ndarray) -> float:
     return float(resp / level)
 
 
+def gain_map(xb: np.ndarray, beta: np.ndarray, skin: np.ndarray,
+             regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How strongly each face region answers the screen, relative to the skin: gain and
+    its standard error per region (NaN where a region left the frame).
+
+    With the screen's light adding a relative ``rho_r * S(t)`` to a region's ambient level,
+    the region over the skin, both in the same frame, is::
+
+        region_c(t) / skin_c(t)  ∝  1 + gain_r * w_c(t),    w = rho_s S / (1 + rho_s S)
+
+    with ``gain_r = rho_r / rho_s - 1``: 0 where the region answers like the skin, −1
+    where it does not answer at all, above 0 where it faces the screen more squarely. The
+    camera's exposure and white balance, common to both, cancel in the ratio, and the skin's
+    own fitted response ``w`` (at this session's lag) is the regressor, so each region costs
+    one parameter shared by the three channels, not nine: a map far less noisy than
+    fitting every region's 3×3 colour response on its own.
+
+    ``xb`` (1, n, 7) is the design at the chosen lag, ``beta`` (7, 3) the fit of the skin
+    target it was chosen on, ``skin`` (n, 3) and ``regions`` (n, R, 3) linear RGB."""
+    n, n_reg = regions.shape[0], regions.shape[1]
+    x = xb[0]
+    rho = (x[:, 3:6] @ beta[3:6]) / np.maximum(beta[1], 1e-6)          # (n, 3)
+    w = rho / np.maximum(1.0 + rho, 1e-3)
+    ratio = regions / np.maximum(skin, 1e-6)[:, None, :]
+    ok = np.isfinite(ratio).all(axis=(0, 2))
+    ratio = np.where(ok[None, :, None], ratio, 1.0)
+    ratio = ratio / np.maximum(ratio.mean(axis=0, keepdims=True), 1e-9)
+    # one design over the three channels: per channel its segment levels and drift, one
+    # shared gain column; rows ordered (frame, channel)
+    d = np.zeros((n, 3, 13))
+    for c in range(3):
+        d[:, c, 3 * c:3 * c + 3] = x[:, :3]
+        d[:, c, 9 + c] = x[:, 6]
+        d[:, c, 12] = w[:, c]
+    d = d.reshape(3 * n, 13)
+    y = ratio.transpose(0, 2, 1).reshape(3 * n, n_reg)
+    coef, ssr = _solve(d[None], y)
+    dtd_inv = np.linalg.pinv(d.T @ d)
+    # the slope is relative to the region's level under no screen colour: the fitted
+    # during-challenge intercepts (the ratio was scaled to its mean over all frames)
+    base = np.maximum(coef[0, [1, 4, 7]].mean(axis=0), 1e-6)
+    gain = coef[0, 12] / base
+    se = np.sqrt(ssr[0] / max(1, 3 * n - 13) * max(float(dtd_inv[12, 12]), 0.0)) / base
+    gain[~ok] = np.nan
+    se[~ok] = np.nan
+    return gain, se
+
+
+def _cells(*rc: tuple[int, int]) -> list[int]:
+    return [r * GRID_COLS + c for r, c in rc]
+
+
+# grid cells (row, col): rows v = -0.75 … 1.75 IOD below the eyes, cols u = -1 … 1 IOD
+_CENTRE = _cells((2, 2), (3, 2))                          # nose bridge and tip
+_CHEEKS = _cells((2, 1), (2, 3), (3, 1), (3, 3))          # beside them
+_INNER_RING = _cells(*[(r, c) for r in (1, 2, 3, 4) for c in (1, 3)])
 # the face's interior: columns u = -0.5, 0, +0.5 IOD, rows v = -0.25 … 1.25 IOD (forehead
 # to mouth); the outer cells can hold hair, ears or the background beyond the cheek
-_INNER_ROWS, _INNER_COLS = (1, 2, 3, 4), (1, 2, 3)
-_INNER = np.array([r * GRID_COLS + c for r in _INNER_ROWS for c in _INNER_COLS])
+_INNER = _cells(*[(r, c) for r in (1, 2, 3, 4) for c in (1, 2, 3)])
+_OUTER_RING = _cells(*[(r, c) for r in (1, 2, 3, 4) for c in (0, 4)])
 
 
-def _inner_shape(v: dict[str, float], rel_p: np.ndarray, se_p: np.ndarray) -> None:
-    """3D shape of the response inside the face, with its noise taken into account.
-
-    ``falloff``: centre column (forehead centre, nose, philtrum) over the cheek columns
-    either side — a head's surface turns away from the screen towards the cheeks, a flat
-    or gently bent sheet does not; ``falloff_z`` is the same difference in units of its
-    standard error, so a noisy session cannot fake it; ``planar_chi2``: how far the
-    interior departs from any plane (a tilted print is a plane), per degree of freedom."""
-    rel, se = rel_p[_INNER], np.maximum(se_p[_INNER], 1e-6)
-    mean = float(np.mean(rel))
-    grid = rel.reshape(len(_INNER_ROWS), len(_INNER_COLS))
-    sgrid = se.reshape(grid.shape)
-    centre, sides = grid[:, 1].mean(), grid[:, [0, 2]].mean()
-    se_diff = float(np.sqrt((sgrid[:, 1] ** 2).sum() / 16 + (sgrid[:, [0, 2]] ** 2).sum() / 64))
-    v["falloff"] = float((centre - sides) / mean) if mean > 1e-3 else 0.0
-    v["falloff_z"] = float((centre - sides) / se_diff)
-    u = PATCH_U[_INNER]
-    w = PATCH_V[_INNER]
-    plane = np.column_stack([np.ones_like(u), u, w]) / se[:, None]
-    coef, *_ = np.linalg.lstsq(plane, rel / se, rcond=None)
-    resid = rel / se - plane @ coef
-    v["planar_chi2"] = float((resid ** 2).sum() / (len(rel) - 3))
+def _contrast(g: np.ndarray, se: np.ndarray, plus: list[int], minus: list[int]) -> tuple[float, float]:
+    """Mean gain over ``plus`` minus over ``minus``, and that difference over its standard error."""
+    d = float(np.mean(g[plus]) - np.mean(g[minus]))
+    s = float(np.sqrt((se[plus] ** 2).sum() / len(plus) ** 2 + (se[minus] ** 2).sum() / len(minus) ** 2))
+    return d, d / max(s, 1e-6)
 
 
-def _neck_drop(rows: list[FrameRecord], xb: np.ndarray, bg: np.ndarray | None) -> float:
-    """Lowest (3-bin smoothed) relative response under the chin over the highest on the
-    lower face, down the midline, at the in-window lag; NaN without the neck in view."""
-    nan = np.full((MID_BINS, 3), np.nan)
-    mids = np.array([r.midline if r.midline is not None else nan for r in rows])   # (n, bins, 3)
-    ok = np.isfinite(mids).all(axis=(0, 2))
-    if not ok[CHIN_BINS].all() or (ok & NECK_BINS).sum() < 1:
-        return float("nan")
-    sel = np.flatnonzero(ok)
-    y = mids[:, sel, :]
-    if bg is not None:
-        y = y / np.maximum(bg, 1e-4)[:, None, :]
-    y = y / np.maximum(y.mean(axis=0, keepdims=True), 1e-6)
-    beta, _ = _solve(xb, y.reshape(len(rows), -1))
-    beta = beta[0].reshape(7, len(sel), 3)
-    level = beta[1].sum(axis=1)
-    rel = np.full(MID_BINS, np.nan)
-    rel[sel] = beta[3:6].sum(axis=(0, 2)) / np.maximum(level, 1e-9)
-    smooth = rel.copy()
-    for i in range(1, MID_BINS - 1):
-        w = rel[i - 1:i + 2]
-        if np.isfinite(w).all():
-            smooth[i] = w.mean()
-    top = float(np.max(smooth[CHIN_BINS]))
-    if not np.isfinite(top) or top <= 1e-4:
-        return float("nan")
-    return float(np.nanmin(smooth[NECK_BINS & ok]) / top)
+def _gain_shape(v: dict[str, float], g: np.ndarray, se: np.ndarray, gm: np.ndarray, sem: np.ndarray) -> None:
+    """Shape of the response from the gain map (``gain_map``). The contrasts across the
+    face are symmetric about the nose, so a plane turned either way (a print) gives none of
+    them, and ``gain_relief`` ignores any plane; a print pitched towards or away from the
+    screen can mimic part of the vertical ones (chin, neck), which the model weighs with
+    the others:
+
+    - ``gain_centre``: nose bridge and tip over the cheeks beside them (a nose faces the
+      screen, the cheeks turn away from it);
+    - ``gain_outer``: the cheeks over the face's sides (turned further away on a head; on a
+      print cut out along the head, the same sheet);
+    - ``gain_chin``: the nose tip over the chin below it;
+    - ``gain_relief``: how far the face's interior departs from any plane (RMS over the
+      twelve interior cells; a print, tilted or gently bent, stays close to one);
+    - ``gain_neck``: on the midline, the strongest gain from mouth to chin over the weakest
+      under the chin (NaN without the neck in view); ``*_z``: in standard errors."""
+    v["gain_centre"], v["gain_centre_z"] = _contrast(g, se, _CENTRE, _CHEEKS)
+    v["gain_outer"], v["gain_outer_z"] = _contrast(g, se, _INNER_RING, _OUTER_RING)
+    v["gain_chin"], v["gain_chin_z"] = _contrast(g, se, _cells((3, 2)), _cells((5, 2)))
+    inner = g[_INNER]
+    plane = np.column_stack([np.ones(len(_INNER)), PATCH_U[_INNER], PATCH_V[_INNER]])
+    coef, *_ = np.linalg.lstsq(plane, inner, rcond=None)
+    v["gain_relief"] = float(np.sqrt(np.mean((inner - plane @ coef) ** 2)))
+    chin = np.flatnonzero(CHIN_BINS & np.isfinite(gm))
+    neck = np.flatnonzero(NECK_BINS & np.isfinite(gm))
+    if len(chin) == CHIN_BINS.sum() and len(neck):
+        top, low = chin[np.argmax(gm[chin])], neck[np.argmin(gm[neck])]
+        v["gain_neck"] = float(gm[top] - gm[low])
+        v["gain_neck_z"] = v["gain_neck"] / max(float(np.hypot(sem[top], sem[low])), 1e-6)
+    else:
+        v["gain_neck"] = v["gain_neck_z"] = float("nan")
 
 
 def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -> Features:
@@ -303,37 +344,10 @@ def compute_features(win: list[FrameRecord], ch: Challenge, cfg: ScorerConfig) -
         v["mult_slope"] = float("nan")
 
     patches = np.array([r.patches for r in rows])                # (n, 30, 3)
-    p_beta, p_ssr = _solve(xb, patches.reshape(n, -1))
-    p_beta = p_beta[0].reshape(7, -1, 3)
-    lev_p = p_beta[1].sum(axis=1)
-    rel_p = p_beta[3:6].sum(axis=(0, 2)) / np.maximum(lev_p, 1e-6)
-    # standard error of each patch's relative response: Var(sum of the colour betas) per
-    # channel is sigma_c^2 * a'(X'X)^-1 a with a selecting the three colour columns
-    xtx_inv = np.linalg.pinv(xb[0].T @ xb[0])
-    a = np.zeros(7)
-    a[3:6] = 1.0
-    sigma2 = p_ssr[0].reshape(-1, 3) / max(1, n - 7)
-    se_p = np.sqrt(sigma2.sum(axis=1) * float(a @ xtx_inv @ a)) / np.maximum(lev_p, 1e-6)
-    _inner_shape(v, rel_p, se_p)
-    face_cells = (PATCH_U ** 2 / 1.15 ** 2 + (PATCH_V - 0.5) ** 2 / 1.45 ** 2) <= 1.0
-    mean_rel = float(np.mean(rel_p[face_cells]))
-    if mean_rel > 1e-3 and face_cells.sum() >= 8:
-        u, vv = PATCH_U[face_cells], PATCH_V[face_cells] - 0.5
-        r = rel_p[face_cells] / mean_rel
-        plane = np.column_stack([np.ones_like(u), u, vv])
-        a = np.column_stack([plane, u ** 2, vv ** 2])
-        coef, *_ = np.linalg.lstsq(a, r, rcond=None)
-        v["dome_u"] = float(-coef[3])
-        v["dome_v"] = float(-coef[4])
-        pc, *_ = np.linalg.lstsq(plane, r, rcond=None)
-        v["tilt"] = float(np.hypot(pc[1], pc[2]))
-        v["nonplanar"] = float(np.sqrt(np.mean((r - plane @ pc) ** 2)))
-        # nose tip cell (row 3, col 2) against the outer cheek cells of the same rows
-        nose = rel_p[3 * GRID_COLS + 2]
-        sides = rel_p[[2 * GRID_COLS + 0, 2 * GRID_COLS + 4, 3 * GRID_COLS + 0, 3 * GRID_COLS + 4]].mean()
-        v["nose"] = float((nose - sides) / mean_rel)
-        v["flatness"] = float(np.std(r))
-    v["neck_drop"] = _neck_drop(rows, xb, bg)
+    nan_mid = np.full((MID_BINS, 3), np.nan)
+    mids = np.array([r.midline if r.midline is not None else nan_mid for r in rows])
+    g, g_se = gain_map(xb, beta_ratio, skin, np.concatenate([patches, mids], axis=1))
+    _gain_shape(v, g[:len(PATCH_U)], g_se[:len(PATCH_U)], g[len(PATCH_U):], g_se[len(PATCH_U):])
     # spectral signature of the skin: response matrix B[c, j] = beta_cj / level_c
     lvl = beta_ratio[1]
     bmat = beta_ratio[3:6].T / np.maximum(lvl, 1e-6)[:, None]    # (camera c, primary j)

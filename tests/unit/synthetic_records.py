@@ -75,3 +75,14 @@ def score(ch, recs):
     for r in recs:
         sc.add(r)
     return decide(sc.features())
+
+
+def features(**kw) -> dict[str, float]:
+    """The scorer's feature values for ``make_records(**kw)``."""
+    from stream_ekyc.liveness.scorer import StreamingScorer
+
+    ch, recs = make_records(**kw)
+    sc = StreamingScorer(ch)
+    for r in recs:
+        sc.add(r)
+    return sc.features().values

@@ -99,19 +99,19 @@ def test_a_well_exposed_face_that_ignores_the_screen_is_spoof():
 
 
 def _heads_calibration(threshold: float = 0.5) -> Calibration:
-    # two features; the "print" head wants a quiet background, the "cutout" head a dome
-    return Calibration(("bg_ratio", "dome_u"), (0.0, 0.0), (1.0, 1.0),
+    # two features; the "print" head wants a quiet background, the "cutout" head relief
+    return Calibration(("bg_ratio", "gain_outer"), (0.0, 0.0), (1.0, 1.0),
                        (Head("print", (-4.0, 0.0), 1.0), Head("cutout", (0.0, 4.0), -1.0)), threshold, {})
 
 
 def test_heads_a_face_is_only_as_live_as_its_least_live_looking_head():
     cal = _heads_calibration()
-    live_like = cal.probability({"bg_ratio": 0.0, "dome_u": 1.0})
-    print_like = cal.probability({"bg_ratio": 1.0, "dome_u": 1.0})     # passes the cut-out head
-    cutout_like = cal.probability({"bg_ratio": 0.0, "dome_u": 0.0})    # passes the print head
+    live_like = cal.probability({"bg_ratio": 0.0, "gain_outer": 1.0})
+    print_like = cal.probability({"bg_ratio": 1.0, "gain_outer": 1.0})     # passes the cut-out head
+    cutout_like = cal.probability({"bg_ratio": 0.0, "gain_outer": 0.0})    # passes the print head
     assert live_like > 0.7
     assert print_like < 0.1 and cutout_like < 0.3
-    z = cal.logits({"bg_ratio": 1.0, "dome_u": 1.0})
+    z = cal.logits({"bg_ratio": 1.0, "gain_outer": 1.0})
     assert set(z) == {"print", "cutout"} and z["print"] < 0 < z["cutout"]
 
 
@@ -125,15 +125,15 @@ def test_heads_round_trip_through_the_calibration_file(tmp_path):
                              "threshold": cal.threshold}))
     back = Calibration.load(p)
     assert back.heads == cal.heads and back.threshold == 0.7
-    phi = {"bg_ratio": 0.3, "dome_u": 0.4}
+    phi = {"bg_ratio": 0.3, "gain_outer": 0.4}
     assert back.probability(phi) == cal.probability(phi)
 
 
 def test_a_spoof_names_the_attack_it_resembles():
     from stream_ekyc.liveness.decision import explain
     cal = _heads_calibration()
-    phi = {"bg_ratio": 1.0, "dome_u": 1.0}
-    reasons = explain({"fit": 0.9}, {**phi, "mult_slope": 0.0, "dome_v": 0.5, "nose": 0.5}, cal)
+    phi = {"bg_ratio": 1.0, "gain_outer": 1.0}
+    reasons = explain({"fit": 0.9}, {**phi, "mult_slope": 0.0, "gain_relief": 0.5}, cal)
     assert "resembles_print" in reasons and "resembles_cutout" not in reasons
 
 

@@ -1,4 +1,4 @@
-"""The depth step under the chin (``neck_drop``): measured along the face's midline,
+"""The depth step under the chin (``gain_neck``): measured along the face's midline,
 missing when the frame cuts the neck off, and counted as attack-like when missing."""
 
 import math
@@ -6,34 +6,25 @@ import math
 import numpy as np
 
 from stream_ekyc.liveness import decision as D
-from stream_ekyc.liveness.scorer import StreamingScorer
 from stream_ekyc.liveness.signals import MID_BINS, MID_V, FaceGeometry, FrameRecord, SignalExtractor
 from stream_ekyc.vision.planes import YuvFrame
 
-from .synthetic_records import make_records
-
-
-def _features(**kw):
-    ch, recs = make_records(**kw)
-    sc = StreamingScorer(ch)
-    for r in recs:
-        sc.add(r)
-    return sc.features().values
+from .synthetic_records import features
 
 
 def test_a_shaded_neck_drops_and_a_flat_sheet_does_not():
-    live = _features(seed=3, neck_shade=0.35)["neck_drop"]
-    sheet = _features(seed=3, neck_shade=1.0)["neck_drop"]
-    assert live < 0.55
-    assert sheet > 0.85
-    assert _features(seed=4, flat=True)["neck_drop"] > 0.85
+    live = features(seed=3, neck_shade=0.35)["gain_neck"]
+    sheet = features(seed=3, neck_shade=1.0)["gain_neck"]
+    assert live > 0.4
+    assert abs(sheet) < 0.1
+    assert abs(features(seed=4, flat=True)["gain_neck"]) < 0.1
 
 
 def test_no_neck_in_view_is_not_measured_and_counts_as_attack_like():
-    v = _features(seed=5, neck_visible_to=2.0)
-    assert math.isnan(v["neck_drop"])
+    v = features(seed=5, neck_visible_to=2.0)
+    assert math.isnan(v["gain_neck"])
     phi = D.transform(v)
-    assert phi is not None and phi["neck_drop"] == D.MISSING_AS["neck_drop"]
+    assert phi is not None and phi["gain_neck"] == D.MISSING_AS["gain_neck"]
 
 
 def test_midline_survives_the_record_round_trip_with_bins_outside_the_frame():
