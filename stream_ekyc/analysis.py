@@ -33,9 +33,9 @@ cv2.setNumThreads(1)
 #: Frames a second the liveness analysis takes from a stream, live (in the scoring window)
 #: and offline alike, so that the calibration fitted on offline scores holds for live ones.
 #: A 30 fps stream gives every other frame (slower streams: every frame). Measured on the
-#: 1040 tuning sessions, out of fold: BPCER at APCER <= 1 / 2 / 5 % per species 49.5 / 42 /
-#: 32 % at 15 fps against 51 / 45 / 31 % analysing every frame; what limits the shape cues
-#: is not the number of frames. Each analysed frame costs the live server several times its
+#: 1040 tuning sessions with the shape cues of the time (before the gain map), out of fold:
+#: BPCER at APCER <= 1 / 2 / 5 % per species 49.5 / 42 / 32 % at 15 fps against 51 / 45 /
+#: 31 % analysing every frame; what limited the shape cues was not the number of frames. Each analysed frame costs the live server several times its
 #: analysis's own CPU time, so this rate sets a stream's cost (docs/capacity.md).
 ANALYSIS_FPS = 15.0
 
