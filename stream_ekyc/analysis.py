@@ -12,7 +12,10 @@ while the colours play, so a face that was found alone and still is *held* for u
 marked ``detected=False``. Any detection that finds no face, several faces or motion
 (more than ``still_iod`` of the inter-ocular distance since the previous detection) turns
 holding off until the face is still again, so a moving or leaving face is re-detected on
-every frame. The quality gates measure motion on detected frames only.
+every frame. A frame more than ``max_hold_gap_s`` after the previous analysed one is always
+detected: held geometry is never older than a few frames of a stream analysed at 10 fps or
+more (the scoring window, offline scoring), and a slower rate (face fitting, the countdown)
+detects every frame it takes. The quality gates measure motion on detected frames only.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class FrameAnalyzer:
     large_width = 320      # used while the face is small or lost
     smooth = 0.5           # landmark smoothing weight of the previous frame (when still)
     still_iod = 0.1        # eye-centre motion between detections that counts as still
+    max_hold_gap_s = 0.15  # a frame further than this after the previous one is detected
 
     def __init__(self, detect_every: int = 3) -> None:
         self.detector = get_detector()
@@ -86,6 +90,7 @@ class FrameAnalyzer:
         self._misses = 0
         self._held = 0           # frames measured with the last geometry since it was detected
         self._holdable = False   # the last detection found one face, still
+        self._prev_t = -math.inf  # the previous analysed frame's time
 
     def _input_width(self, frame_w: int) -> int:
         if self._last is None:
@@ -97,7 +102,9 @@ class FrameAnalyzer:
     def analyze(self, t: float, frame: Any) -> FrameRecord:
         """One record for ``frame``: a BGR ndarray, a ``vision.planes`` frame or a PyAV frame."""
         frame = as_frame(frame)
-        if self._holdable and self._last is not None and self._held < self.detect_every - 1:
+        gap, self._prev_t = t - self._prev_t, t
+        if self._holdable and self._last is not None and self._held < self.detect_every - 1 \
+                and gap <= self.max_hold_gap_s:
             self._held += 1
             return self.signals.extract(t, frame, [self._last], detected=False)
         self._held = 0

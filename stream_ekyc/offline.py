@@ -17,7 +17,7 @@ import numpy as np
 from .challenge import Challenge
 from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
-from .liveness.signals import FrameRecord
+from .liveness.signals import FrameRecord, records_to_dicts
 from .vision.planes import YuvFrame, as_frame
 from .vision.quality import frame_quality
 
@@ -170,6 +170,6 @@ def score_video(path: str | Path, challenge: Challenge, keep_records: bool = Fal
             if verdict.verdict == "live" else None
         out["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
     if keep_records:
-        out["records"] = [r.to_dict() for r in records]
+        out["records"] = records_to_dicts(records)
     return out
 

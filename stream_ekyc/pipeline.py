@@ -14,10 +14,11 @@ Cost: the analysis works on the decoded frame's YUV planes (``vision.planes``) a
 only small views to BGR (and detects the face on one frame in three while it is still,
 ``analysis.FrameAnalyzer``). From shortly before the first colour to the end of the scoring
 window the reader passes ``window_fps`` frames a second to the slot (``analysis.ANALYSIS_FPS``,
-the rate offline scoring analyses at too, so one calibration serves both); before that,
-during face fitting and the countdown, only guidance and the best-frame choice use the
-records, and it passes at most ``fit_fps``. The others are counted as ``skipped``, not
-dropped. Under load an analysed frame costs the server several times its analysis's own
+the rate offline scoring analyses at too, so one calibration serves both); before that
+only guidance (face fitting, ``fit_fps``) and the best-frame choice (the countdown,
+``countdown_fps``) use the records, and it passes fewer: at those rates the analyzer detects
+the face on every frame it gets, so guidance never answers from a held face, and the window
+starts from a fresh detection. The others are counted as ``skipped``, not dropped. Under load an analysed frame costs the server several times its analysis's own
 CPU time (the event loop's and the executor's work around it, and the threads' contention),
 so this rate is what sets a stream's cost against decoding it (docs/capacity.md).
 
@@ -54,7 +55,7 @@ from .analysis import ANALYSIS_FPS, Cadence, FrameAnalyzer
 from .challenge import Challenge, Step
 from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
-from .liveness.signals import FrameRecord
+from .liveness.signals import FrameRecord, records_to_dicts
 from .offline import BestFrameKeeper
 from .session import OUTCOME, guidance, user_reason
 from .vision.planes import YuvFrame, as_frame
@@ -74,7 +75,8 @@ class PipelineConfig:
     max_audit_frames: int = 4
     video_queue: int = 12            # encoder backlog bound (frames); beyond it frames are skipped
     video_fps: float = 15.0          # evidence video frame rate (each 0.2-0.5 s colour spans >= 3 frames)
-    fit_fps: float = 10.0            # analysis rate before the scoring window (0: every frame)
+    fit_fps: float = 5.0             # analysis rate while fitting the face (guidance; 0: every frame)
+    countdown_fps: float = 4.0       # analysis rate in the countdown (the best frame under neutral light)
     window_fps: float = ANALYSIS_FPS  # analysis rate in the scoring window (0: every frame)
     window_margin_s: float = 0.1     # the window's rate applies from this long before the scorer's window
 
@@ -301,7 +303,7 @@ class LivePipeline:
         self.state = "connected"
         self.received = 0
         self.analysed = 0
-        # before the scoring window, at most fit_fps frames a second reach the analysis
+        # while fitting, at most fit_fps frames a second reach the analysis (then countdown_fps)
         self.cadence = Cadence.at(self.config.fit_fps)
         # from shortly before the scoring window, window_fps (what offline scoring analyses too);
         # the same cadence changes its period, so the rate has no seam where it changes
@@ -475,6 +477,7 @@ class LivePipeline:
             return await self._finish(verdict, keeper, audit)
 
         # --- challenge: colours revealed one at a time, each at the moment it starts ---
+        self.cadence.period = Cadence.period_for(cfg.countdown_fps)
         await self._set_state("challenging")
         secret = challenge_mod.generate(start=0.0, n_steps=cfg.n_steps, rng=self.rng)
         self.send({"type": "prepare", "in_ms": int(cfg.prepare_s * 1000)})
@@ -637,7 +640,7 @@ class LivePipeline:
 
         def encode() -> tuple[bytes, float]:   # ~10-15 ms for a session's records: not on the event loop
             started = time.thread_time()
-            packet["records"] = [r.to_dict() for r in records]
+            packet["records"] = records_to_dicts(records)
             data = json.dumps(packet, separators=(",", ":")).encode()
             return data, time.thread_time() - started
 

@@ -147,6 +147,50 @@ class FrameRecord:
                    detected=bool(d.get("detected", True)), midline=opt("midline"))
 
 
+_ARRAY_FIELDS = ("patches", "quartiles", "skin", "midline", "background")
+
+
+def records_to_dicts(records: list[FrameRecord]) -> list[dict[str, Any]]:
+    """``[r.to_dict() for r in records]``, equal to it value for value and key for key, with
+    each array field rounded and listed for all records at once (a session's records go
+    into the algorithm packet: per record, the numpy calls cost more than the numbers)."""
+    listed: dict[str, list[Any]] = {}
+    for name in _ARRAY_FIELDS:
+        arrays = [getattr(r, name) for r in records]
+        have = [a for a in arrays if a is not None]
+        if not have or len({np.shape(a) for a in have}) != 1:
+            continue
+        a = np.round(np.asarray(have, dtype=np.float64), 6)
+        finite = np.isfinite(a)
+        out = a.tolist() if finite.all() else np.where(finite, a, None).tolist()
+        it = iter(out)
+        listed[name] = [None if x is None else next(it) for x in arrays]
+    faces = [r.face for r in records]
+    lms = [f.landmarks for f in faces if f is not None]
+    lm_it = iter(np.round(np.asarray(lms, dtype=np.float64), 1).tolist()) \
+        if lms and len({np.shape(x) for x in lms}) == 1 else None
+    dicts = []
+    for i, r in enumerate(records):
+        if len(listed) != len(_ARRAY_FIELDS) or (r.face is not None and lm_it is None):
+            dicts.append(r.to_dict())        # an odd record (never from the analysis): the slow path
+            if r.face is not None and lm_it is not None:
+                next(lm_it)
+            continue
+        d: dict[str, Any] = {"t": round(r.t, 4), "w": r.width, "h": r.height, "n_faces": r.n_faces}
+        if r.face is not None:
+            assert lm_it is not None
+            d["face"] = {"box": [round(v, 1) for v in r.face.box], "landmarks": next(lm_it),
+                         "score": round(r.face.score, 3)}
+            d.update(patches=listed["patches"][i], quartiles=listed["quartiles"][i], skin=listed["skin"][i],
+                     luma=round(r.luma, 2), clipped=round(r.clipped, 4), crushed=round(r.crushed, 4),
+                     sharpness=round(r.sharpness, 2), midline=listed["midline"][i])
+            if not r.detected:
+                d["detected"] = False
+        d["background"] = listed["background"][i]
+        dicts.append(d)
+    return dicts
+
+
 def canonical_transform(face: FaceGeometry, scale: float = 1.0) -> np.ndarray:
     """2×3 affine map from canonical pixels to image pixels (image scaled by ``scale``)."""
     return aligned_transform(face, scale, U0, V0)

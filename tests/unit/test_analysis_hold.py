@@ -48,6 +48,18 @@ def test_still_face_is_detected_one_frame_in_three(face: np.ndarray) -> None:
             assert np.array_equal(r.face.landmarks, prev.face.landmarks)
 
 
+def test_frames_far_apart_are_always_detected(face: np.ndarray) -> None:
+    """At a slow rate (face fitting, the countdown) nothing is held; at the scoring
+    window's 15 fps holding resumes, and the first frame after a gap is a fresh detection."""
+    an = FrameAnalyzer(detect_every=3)
+    frame = YuvFrame.from_bgr(face)
+    slow = [an.analyze(i * 0.25, frame) for i in range(6)]          # 4 fps
+    assert all(r.detected for r in slow)
+    fast = [an.analyze(1.5 + 0.25 + i / 15, frame) for i in range(6)]   # then 15 fps
+    assert fast[0].detected
+    assert [r.detected for r in fast] == [True, False, False, True, False, False]
+
+
 def test_every_frame_is_detected_when_asked(face: np.ndarray) -> None:
     an = FrameAnalyzer(detect_every=1)
     frame = YuvFrame.from_bgr(face)
