@@ -38,8 +38,11 @@ cv2.setNumThreads(1)
 #: A 30 fps stream gives every other frame (slower streams: every frame). Measured on the
 #: 1040 tuning sessions with the shape cues of the time (before the gain map), out of fold:
 #: BPCER at APCER <= 1 / 2 / 5 % per species 49.5 / 42 / 32 % at 15 fps against 51 / 45 /
-#: 31 % analysing every frame; what limited the shape cues was not the number of frames. Each analysed frame costs the live server several times its
-#: analysis's own CPU time, so this rate sets a stream's cost (docs/capacity.md).
+#: 31 % analysing every frame; what limited the shape cues was not the number of frames.
+#: Fewer does cost accuracy: on the 650 tuning sessions with the gain map, each rate
+#: calibrated on its own features, 38.75 / 31.7 / 15.2 % at 15 fps against 47.75 / 38 / 17 %
+#: at 10 fps. Each analysed frame costs the live server several times its analysis's own
+#: CPU time, so this rate sets a stream's cost (docs/capacity.md).
 ANALYSIS_FPS = 15.0
 
 
