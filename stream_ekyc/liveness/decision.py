@@ -109,6 +109,29 @@ class Head:
     bias: float
 
 
+#: the model input that is not one cue but all of them at once (``Typicality``)
+TYPICALITY = "typicality"
+
+
+@dataclass(frozen=True)
+class Typicality:
+    """How unlike the tuning set's live faces a session is on all its cues at once:
+    log(1 + d²), d the Mahalanobis distance of its transformed features from the mean of the
+    usable bona fide tuning sessions (their covariance shrunk half way towards its diagonal).
+    An attack that passes for live on each cue alone is rarely typical on all of them
+    together: a replay with a little less relief, a little more background response and a
+    little more additive light than usual. Out of fold on the tuning sessions it is the one
+    model input that lowers BPCER at APCER <= 1 and 2 % (benchmarks/calibrate.py)."""
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    precision: tuple[tuple[float, ...], ...]
+
+    def of(self, phi: dict[str, float]) -> float:
+        d = [phi[n] - m for n, m in zip(self.names, self.mean)]
+        q = sum(di * sum(p * dj for p, dj in zip(row, d)) for di, row in zip(d, self.precision))
+        return math.log1p(max(q, 0.0))
+
+
 @dataclass(frozen=True)
 class Calibration:
     names: tuple[str, ...]
@@ -119,16 +142,30 @@ class Calibration:
     threshold: float
     # per-cue thresholds used only to explain a spoof verdict
     explain: dict[str, Any] = field(default_factory=dict)
+    # with TYPICALITY among the names: how it is measured
+    typicality: Typicality | None = None
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> "Calibration":
         d = json.loads(path.read_text())
         heads = tuple(Head(h["against"], tuple(h["weights"]), float(h["bias"])) for h in d["heads"])
+        t = d.get("typicality")
+        typ = None if t is None else Typicality(tuple(t["names"]), tuple(t["mean"]),
+                                                tuple(tuple(r) for r in t["precision"]))
+        if TYPICALITY in d["names"] and typ is None:
+            raise ValueError(f"{path}: '{TYPICALITY}' is a model input but the calibration does not measure it")
         return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), heads,
-                   float(d["threshold"]), d.get("explain", {}))
+                   float(d["threshold"]), d.get("explain", {}), typ)
+
+    def inputs(self, phi: dict[str, float]) -> dict[str, float]:
+        """The model's inputs: the transformed cues, and their typicality when it is one."""
+        if self.typicality is not None and TYPICALITY in self.names:
+            return {**phi, TYPICALITY: self.typicality.of(phi)}
+        return phi
 
     def logits(self, phi: dict[str, float]) -> dict[str, float]:
         """Log-odds of bona fide, per head."""
+        phi = self.inputs(phi)
         x = [(phi[n] - m) / s for n, m, s in zip(self.names, self.mean, self.scale)]
         return {h.against: h.bias + sum(w * xi for w, xi in zip(h.weights, x)) for h in self.heads}
 
@@ -240,6 +277,8 @@ def explain(v: dict[str, float], phi: dict[str, float], cal: Calibration) -> lis
     gn = v.get("gain_neck")
     if "min_gain_neck" in e and gn is not None and math.isfinite(gn) and gn < e["min_gain_neck"]:
         r.append("no_depth_under_chin")
+    if cal.typicality is not None and "max_typicality" in e and cal.typicality.of(phi) > e["max_typicality"]:
+        r.append("unlike_live_faces")
     if e.get("spec_mean") and e.get("max_spec_dist"):
         d = math.sqrt(sum((phi[k] - m) ** 2 for k, m in e["spec_mean"].items()))
         if d > e["max_spec_dist"]:
