@@ -114,16 +114,18 @@ def typicality(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.nda
     return np.log1p(np.maximum(np.einsum("ij,jk,ik->i", d, precision, d), 0.0))
 
 
-def with_typicality(x: np.ndarray, sp: np.ndarray, shrink: float = TYPICALITY_SHRINK) -> np.ndarray:
-    """``x`` with a typicality column, measured against these rows' bona fide sessions;
-    each bona fide row leaves itself out (as a new live face would be measured)."""
+def with_typicality(x: np.ndarray, sp: np.ndarray,
+                    shrink: float = TYPICALITY_SHRINK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` with a typicality column, measured against these rows' bona fide sessions
+    (each bona fide row leaves itself out, as a new live face would be measured), and the
+    mean and precision of all of them (what measures any other row)."""
     bona = np.where(sp == "bona_fide")[0]
     mean, prec = typicality_stats(x[bona], shrink)
     t = typicality(x, mean, prec)
     for i in bona:
         others = bona[bona != i]
         t[i] = typicality(x[i:i + 1], *typicality_stats(x[others], shrink))[0]
-    return np.column_stack([x, t])
+    return np.column_stack([x, t]), mean, prec
 
 
 def fit(x: np.ndarray, sp: np.ndarray, model: str, l2: float):
@@ -156,8 +158,7 @@ def cross_validate(x: np.ndarray, sp: np.ndarray, all_species: list[str], model:
             if not typical:
                 z[te] = fit(x[tr], sp[tr], model, l2)(x[te])
                 continue
-            x_tr = with_typicality(x[tr], sp[tr])
-            mean, prec = typicality_stats(x[tr][sp[tr] == "bona_fide"])
+            x_tr, mean, prec = with_typicality(x[tr], sp[tr])
             x_te = np.column_stack([x[te], typicality(x[te], mean, prec)])
             z[te] = fit(x_tr, sp[tr], model, l2)(x_te)
         bona = z[sp == "bona_fide"]
@@ -211,10 +212,10 @@ def main() -> int:
     typ = None
     inputs, x_in = list(names), x
     if typical:
-        t_mean, t_prec = typicality_stats(x[sp == "bona_fide"])
+        x_in, t_mean, t_prec = with_typicality(x, sp)
+        inputs = names + [D.TYPICALITY]
         typ = D.Typicality(tuple(names), tuple(float(v) for v in t_mean.round(8)),
                            tuple(tuple(float(v) for v in row) for row in t_prec.round(8)))
-        inputs, x_in = names + [D.TYPICALITY], with_typicality(x, sp)
     mean, scale = x_in.mean(axis=0), x_in.std(axis=0) + 1e-6
     heads = tuple(D.Head(a, tuple(float(c) for c in coef.round(6)), round(float(bias), 6))
                   for a, coef, bias in fit_heads((x_in - mean) / scale, sp, args.model, args.l2))

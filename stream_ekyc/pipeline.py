@@ -18,9 +18,10 @@ the rate offline scoring analyses at too, so one calibration serves both); befor
 only guidance (face fitting, ``fit_fps``) and the best-frame choice (the countdown,
 ``countdown_fps``) use the records, and it passes fewer: at those rates the analyzer detects
 the face on every frame it gets, so guidance never answers from a held face, and the window
-starts from a fresh detection. The others are counted as ``skipped``, not dropped. Under load an analysed frame costs the server several times its analysis's own
-CPU time (the event loop's and the executor's work around it, and the threads' contention),
-so this rate is what sets a stream's cost against decoding it (docs/capacity.md).
+starts from a fresh detection. The others are counted as ``skipped``, not dropped. Under
+load an analysed frame costs the server several times its analysis's own CPU time (the
+event loop's and the executor's work around it, and the threads' contention), so this rate
+is what sets a stream's cost against decoding it (docs/capacity.md).
 
 The evidence video of a VP8 stream is the received frames themselves (``vp8_evidence``:
 kept as they arrive through ``encoded_frame_tap``, muxed into WebM at the end, no decode,

@@ -153,40 +153,36 @@ _ARRAY_FIELDS = ("patches", "quartiles", "skin", "midline", "background")
 def records_to_dicts(records: list[FrameRecord]) -> list[dict[str, Any]]:
     """``[r.to_dict() for r in records]``, equal to it value for value and key for key, with
     each array field rounded and listed for all records at once (a session's records go
-    into the algorithm packet: per record, the numpy calls cost more than the numbers)."""
-    listed: dict[str, list[Any]] = {}
-    for name in _ARRAY_FIELDS:
-        arrays = [getattr(r, name) for r in records]
+    into the algorithm packet: per record, the numpy calls cost more than the numbers).
+    Records whose arrays differ in shape (never the analysis's) take ``to_dict`` one by one."""
+
+    def listed(arrays: list[Any], digits: int) -> list[Any] | None:
         have = [a for a in arrays if a is not None]
-        if not have or len({np.shape(a) for a in have}) != 1:
-            continue
-        a = np.round(np.asarray(have, dtype=np.float64), 6)
-        finite = np.isfinite(a)
-        out = a.tolist() if finite.all() else np.where(finite, a, None).tolist()
-        it = iter(out)
-        listed[name] = [None if x is None else next(it) for x in arrays]
-    faces = [r.face for r in records]
-    lms = [f.landmarks for f in faces if f is not None]
-    lm_it = iter(np.round(np.asarray(lms, dtype=np.float64), 1).tolist()) \
-        if lms and len({np.shape(x) for x in lms}) == 1 else None
+        if not have:
+            return arrays
+        if len({np.shape(a) for a in have}) != 1:
+            return None
+        a = np.round(np.asarray(have, dtype=np.float64), digits)
+        finite = np.isfinite(a)   # JSON has no NaN: a value not measured is null
+        it = iter(a.tolist() if finite.all() else np.where(finite, a, None).tolist())
+        return [None if x is None else next(it) for x in arrays]
+
+    cols = {name: listed([getattr(r, name) for r in records], 6) for name in _ARRAY_FIELDS}
+    cols["landmarks"] = listed([None if r.face is None else r.face.landmarks for r in records], 1)
+    if any(c is None for c in cols.values()):
+        return [r.to_dict() for r in records]
     dicts = []
     for i, r in enumerate(records):
-        if len(listed) != len(_ARRAY_FIELDS) or (r.face is not None and lm_it is None):
-            dicts.append(r.to_dict())        # an odd record (never from the analysis): the slow path
-            if r.face is not None and lm_it is not None:
-                next(lm_it)
-            continue
         d: dict[str, Any] = {"t": round(r.t, 4), "w": r.width, "h": r.height, "n_faces": r.n_faces}
         if r.face is not None:
-            assert lm_it is not None
-            d["face"] = {"box": [round(v, 1) for v in r.face.box], "landmarks": next(lm_it),
+            d["face"] = {"box": [round(v, 1) for v in r.face.box], "landmarks": cols["landmarks"][i],
                          "score": round(r.face.score, 3)}
-            d.update(patches=listed["patches"][i], quartiles=listed["quartiles"][i], skin=listed["skin"][i],
+            d.update(patches=cols["patches"][i], quartiles=cols["quartiles"][i], skin=cols["skin"][i],
                      luma=round(r.luma, 2), clipped=round(r.clipped, 4), crushed=round(r.crushed, 4),
-                     sharpness=round(r.sharpness, 2), midline=listed["midline"][i])
+                     sharpness=round(r.sharpness, 2), midline=cols["midline"][i])
             if not r.detected:
                 d["detected"] = False
-        d["background"] = listed["background"][i]
+        d["background"] = cols["background"][i]
         dicts.append(d)
     return dicts
 

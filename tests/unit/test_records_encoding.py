@@ -50,3 +50,8 @@ def test_empty_and_odd_records() -> None:
     recs = _records()
     recs[2].patches = np.zeros((10, 3))        # not what the analysis makes: the slow path keeps it right
     assert records_to_dicts(recs) == [r.to_dict() for r in recs]
+
+
+def test_a_session_without_a_face_is_encoded_too() -> None:
+    recs = [r for r in _records() if r.face is None]
+    assert records_to_dicts(recs) == [r.to_dict() for r in recs]

@@ -51,11 +51,13 @@ def test_bona_fide_rows_are_measured_without_themselves() -> None:
     attacks = xb[:6] + 0.5
     x = np.vstack([xb, attacks])
     sp = np.array(["bona_fide"] * len(xb) + ["print"] * len(attacks))
-    t = calibrate.with_typicality(x, sp)[:, -1]
+    x_in, mean, prec = calibrate.with_typicality(x, sp)
+    t = x_in[:, -1]
     for i in (0, 17):
         others = np.delete(xb, i, axis=0)
         assert t[i] == pytest.approx(calibrate.typicality(xb[i:i + 1], *calibrate.typicality_stats(others))[0])
     assert np.allclose(t[len(xb):], calibrate.typicality(attacks, *calibrate.typicality_stats(xb)))
+    assert np.allclose(t[len(xb):], calibrate.typicality(attacks, mean, prec))
 
 
 def _calibration(xb: np.ndarray) -> Calibration:
