@@ -25,6 +25,7 @@ Records carry no image data: only these means, the face geometry and the timesta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,17 +218,18 @@ def _midline_inside(face: FaceGeometry, width: int, height: int) -> np.ndarray:
 
 
 def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float, sy: float) -> np.ndarray:
-    """Pixels of a (h, w) image that are away from the person: outside the head (box widened
-    for hair and ears, raised for hair) and outside the shoulders below it."""
+    """Pixels of a (h, w) image that are away from the person (1; 0 elsewhere, uint8 as
+    OpenCV takes a mask): outside the head (box widened for hair and ears, raised for hair)
+    and outside the shoulders below it."""
     h, w = shape
-    mask = np.ones((h, w), dtype=bool)
+    mask = np.ones((h, w), dtype=np.uint8)
     if face is not None:
         x, y, bw, bh = face.box
         cx = (x + bw / 2) * sx
 
         def block(x0: float, x1: float, y0: float, y1: float) -> None:
-            mask[max(0, int(y0)):max(0, min(h, int(np.ceil(y1)))),
-                 max(0, int(x0)):max(0, min(w, int(np.ceil(x1))))] = False
+            mask[max(0, int(y0)):max(0, min(h, math.ceil(y1))),
+                 max(0, int(x0)):max(0, min(w, math.ceil(x1)))] = 0
 
         block(cx - 0.85 * bw * sx, cx + 0.85 * bw * sx, (y - 0.45 * bh) * sy, (y + 1.3 * bh) * sy)
         block(cx - 1.7 * bw * sx, cx + 1.7 * bw * sx, (y + 1.1 * bh) * sy, h)
@@ -267,8 +269,10 @@ def _warp_half(frame: BgrFrame | YuvFrame, m: np.ndarray, size: tuple[int, int])
 
 
 _LUMA_LIN = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)   # on RGB
+# the inner face's pixels (flat indices into the canonical crop, row-major)
+_INNER_IDX = np.flatnonzero(INNER_MASK)
 # the inner face's pixels, darkest to brightest, in four quarters (as np.array_split makes them)
-_QUARTER_SIZES = np.array([len(q) for q in np.array_split(np.arange(int(INNER_MASK.sum())), 4)])
+_QUARTER_SIZES = np.array([len(q) for q in np.array_split(np.arange(len(_INNER_IDX)), 4)])
 _QUARTER_STARTS = np.concatenate([[0], np.cumsum(_QUARTER_SIZES)[:-1]])
 _QUARTER_SIZES = _QUARTER_SIZES[:, None].astype(np.float64)
 _LUMA_U8 = np.array([0.114, 0.587, 0.299])                          # on BGR
@@ -284,7 +288,11 @@ class SignalExtractor:
 
     def extract(self, t: float, frame: Any, faces: list, detected: bool = True) -> FrameRecord:
         """``detected=False``: ``faces`` is a held geometry, not this frame's detection (the
-        sharpness, used only to choose the best frame among detected ones, is not measured)."""
+        sharpness, used only to choose the best frame among detected ones, is not measured).
+
+        This runs for every analysed frame, so it keeps the number of numpy and OpenCV calls
+        small (on this work their fixed cost exceeds the arithmetic): the face crop stays in
+        BGR order and only the small results are turned to RGB."""
         frame = as_frame(frame)
         w, h = frame.width, frame.height
         rec = FrameRecord(t=t, width=w, height=h, n_faces=len(faces), detected=detected)
@@ -296,32 +304,35 @@ class SignalExtractor:
             rec.face = face
         small = frame.scaled(self.bg_size)
         mask = background_mask(small.shape[:2], face, self.bg_size[0] / w, self.bg_size[1] / h)
-        if np.count_nonzero(mask) >= 0.04 * mask.size:
-            bgr = cv2.mean(cv2.LUT(small, _LUT), mask=mask.view(np.uint8))
+        if cv2.countNonZero(mask) >= 0.04 * mask.size:
+            bgr = cv2.mean(cv2.LUT(small, _LUT), mask=mask)
             rec.background = np.array(bgr[2::-1], dtype=np.float64)
         if face is None or face.iod < 8:
             return rec
         strip = _face_strip(frame, face)
-        lin_strip = linearize(strip)[:, :, ::-1]               # RGB order from here on
-        mid = lin_strip[:, MID_COLS].reshape(MID_BINS, -1, 3).mean(axis=1, dtype=np.float64)
+        lin_strip = linearize(strip)                          # BGR order: reversed once results are small
+        mid = lin_strip[:, MID_COLS].reshape(MID_BINS, -1, 3)
+        mid = (np.add.reduce(mid, axis=1, dtype=np.float64) / mid.shape[1])[:, ::-1]
         mid[~_midline_inside(face, w, h)] = np.nan
         rec.midline = mid
         canon = strip[EXT_TOP:EXT_TOP + CANON_H]
-        lin = lin_strip[EXT_TOP:EXT_TOP + CANON_H]
         # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
-        blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)
-        rec.patches = blocks.reshape(-1, 3).astype(np.float64)
-        rec.skin = rec.patches[SKIN_PATCHES].mean(axis=0)
-        inner = lin[INNER_MASK]                               # (n, 3)
-        ranked = inner[np.argsort(inner @ _LUMA_LIN, kind="stable")].astype(np.float64)
-        rec.quartiles = np.add.reduceat(ranked, _QUARTER_STARTS, axis=0) / _QUARTER_SIZES
-        inner_u8 = canon[INNER_MASK]
+        blocks = cv2.resize(lin_strip[EXT_TOP:EXT_TOP + CANON_H], (GRID_COLS, GRID_ROWS),
+                            interpolation=cv2.INTER_AREA)
+        rec.patches = blocks.reshape(-1, 3)[:, ::-1].astype(np.float64)
+        rec.skin = np.add.reduce(rec.patches[SKIN_PATCHES], axis=0) / len(SKIN_PATCHES)
+        inner_u8 = canon.reshape(-1, 3)[_INNER_IDX]           # (n, 3) BGR
+        inner = _LUT[inner_u8]                                # linear BGR, as in lin_strip
+        rgb = inner[:, ::-1]
+        ranked = rgb[np.argsort(rgb @ _LUMA_LIN, kind="stable")]
+        rec.quartiles = np.add.reduceat(ranked, _QUARTER_STARTS, axis=0, dtype=np.float64) / _QUARTER_SIZES
         luma_u8 = inner_u8 @ _LUMA_U8
-        rec.luma = float(luma_u8.mean())
+        n = len(luma_u8)
+        rec.luma = float(np.add.reduce(luma_u8)) / n
         # largest channel per pixel (three column maxima: far cheaper than a reduction over axis 1)
         top = np.maximum(np.maximum(inner_u8[:, 0], inner_u8[:, 1]), inner_u8[:, 2])
-        rec.clipped = float(np.count_nonzero(top >= 250) / len(top))
-        rec.crushed = float((luma_u8 <= 12).mean())
+        rec.clipped = np.count_nonzero(top >= 250) / n
+        rec.crushed = np.count_nonzero(luma_u8 <= 12) / n
         if not detected:
             return rec
         gray = cv2.cvtColor(canon, cv2.COLOR_BGR2GRAY)

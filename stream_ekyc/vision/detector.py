@@ -22,6 +22,7 @@ not truncated the results are identical.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,34 @@ def _padded(n: int) -> int:
     return ((n - 1) // DIVISOR + 1) * DIVISOR
 
 
+@dataclass(frozen=True)
+class _AnchorGrid:
+    counts: tuple[int, ...]    # anchors per stride
+    col: np.ndarray            # (n, 1) float32: each anchor's column, row and stride
+    row: np.ndarray
+    stride: np.ndarray
+
+
+@functools.lru_cache(maxsize=16)
+def _anchor_grid(pad_w: int, pad_h: int) -> _AnchorGrid:
+    """The anchors of a padded input, all strides in a row (row-major within a stride)."""
+    cols, rows, strides, counts = [], [], [], []
+    for s in STRIDES:
+        nc, nr = pad_w // s, pad_h // s
+        idx = np.arange(nc * nr)
+        cols.append(idx % nc)
+        rows.append(idx // nc)
+        strides.append(np.full(nc * nr, s))
+        counts.append(nc * nr)
+
+    def column(parts: list[np.ndarray]) -> np.ndarray:
+        a = np.concatenate(parts).astype(np.float32)[:, None]
+        a.setflags(write=False)
+        return a
+
+    return _AnchorGrid(tuple(counts), column(cols), column(rows), column(strides))
+
+
 class YuNet:
     """YuNet face detector; one instance is safe to share between threads."""
 
@@ -273,38 +302,33 @@ class YuNet:
         Columns: x, y, w, h, then (x, y) of right eye, left eye, nose tip, right and left
         mouth corner, then score.
         """
-        out = dict(zip(OUTPUT_NAMES, outputs))
-        rows = []
-        for s in STRIDES:
-            cols = pad_w // s
-            n = cols * (pad_h // s)
-            cls = np.clip(out[f"cls_{s}"].reshape(-1)[:n], 0.0, 1.0)
-            obj = np.clip(out[f"obj_{s}"].reshape(-1)[:n], 0.0, 1.0)
-            score = np.sqrt(cls * obj)
-            idx = np.flatnonzero(score >= score_threshold)
-            if idx.size == 0:
-                continue
-            bbox = out[f"bbox_{s}"].reshape(-1, 4)[idx]
-            kps = out[f"kps_{s}"].reshape(-1, 10)[idx]
-            c = (idx % cols).astype(np.float32)[:, None]
-            r = (idx // cols).astype(np.float32)[:, None]
-            stride = np.float32(s)
-            cx = (c[:, 0] + bbox[:, 0]) * stride
-            cy = (r[:, 0] + bbox[:, 1]) * stride
-            w = np.exp(bbox[:, 2]) * stride
-            h = np.exp(bbox[:, 3]) * stride
-            face = np.empty((idx.size, 15), np.float32)
-            face[:, 0] = cx - w / 2
-            face[:, 1] = cy - h / 2
-            face[:, 2] = w
-            face[:, 3] = h
-            face[:, 4:14:2] = (kps[:, 0::2] + c) * stride
-            face[:, 5:14:2] = (kps[:, 1::2] + r) * stride
-            face[:, 14] = score[idx]
-            rows.append(face)
-        if not rows:
+        # every stride's anchors in one row (outputs come in OUTPUT_NAMES order: cls, obj,
+        # bbox and kps, each for strides 8, 16, 32): a few numpy calls whatever the strides
+        grid = _anchor_grid(pad_w, pad_h)
+        k = len(STRIDES)
+        ns = grid.counts
+        cls = np.concatenate([o.reshape(-1)[:n] for o, n in zip(outputs[:k], ns)])
+        obj = np.concatenate([o.reshape(-1)[:n] for o, n in zip(outputs[k:2 * k], ns)])
+        score = np.sqrt(np.clip(cls, 0.0, 1.0) * np.clip(obj, 0.0, 1.0))
+        idx = np.flatnonzero(score >= score_threshold)
+        if idx.size == 0:
             return np.empty((0, 15), np.float32)
-        return np.concatenate(rows)
+        bbox = np.concatenate([o.reshape(-1, 4)[:n] for o, n in zip(outputs[2 * k:3 * k], ns)])[idx]
+        kps = np.concatenate([o.reshape(-1, 10)[:n] for o, n in zip(outputs[3 * k:4 * k], ns)])[idx]
+        c, r, stride = grid.col[idx], grid.row[idx], grid.stride[idx]   # (m, 1) float32 each
+        cx = (c + bbox[:, 0:1]) * stride
+        cy = (r + bbox[:, 1:2]) * stride
+        w = np.exp(bbox[:, 2:3]) * stride
+        h = np.exp(bbox[:, 3:4]) * stride
+        face = np.empty((idx.size, 15), np.float32)
+        face[:, 0:1] = cx - w / 2
+        face[:, 1:2] = cy - h / 2
+        face[:, 2:3] = w
+        face[:, 3:4] = h
+        face[:, 4:14:2] = (kps[:, 0::2] + c) * stride
+        face[:, 5:14:2] = (kps[:, 1::2] + r) * stride
+        face[:, 14] = score[idx]
+        return face
 
     def nms(self, rows15: np.ndarray) -> np.ndarray:
         """Suppress overlapping candidates (on integer-truncated boxes, as OpenCV does)."""

@@ -307,3 +307,43 @@ def test_get_detector_is_one_instance_across_threads():
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda _: grab(), range(4)))
     assert all(d is got[0] for d in got) and got[0] is get_detector()
+
+
+# -- decoding -------------------------------------------------------------------------
+
+def _decode_stride_by_stride(outputs, pad_w, pad_h, threshold):
+    """The anchors decoded one stride at a time, in float32 as YuNet's reference does."""
+    out = dict(zip(OUTPUT_NAMES, outputs))
+    rows = []
+    for s in detmod.STRIDES:
+        cols = pad_w // s
+        n = cols * (pad_h // s)
+        score = np.sqrt(np.clip(out[f"cls_{s}"].reshape(-1)[:n], 0, 1) * np.clip(out[f"obj_{s}"].reshape(-1)[:n], 0, 1))
+        for i in np.flatnonzero(score >= threshold):
+            c, r, st = np.float32(i % cols), np.float32(i // cols), np.float32(s)
+            b = out[f"bbox_{s}"].reshape(-1, 4)[i]
+            k = out[f"kps_{s}"].reshape(-1, 10)[i]
+            w, h = np.exp(b[2]) * st, np.exp(b[3]) * st
+            row = [(c + b[0]) * st - w / 2, (r + b[1]) * st - h / 2, w, h]
+            for j in range(5):
+                row += [(k[2 * j] + c) * st, (k[2 * j + 1] + r) * st]
+            rows.append(np.array(row + [score[i]], np.float32))
+    return np.array(rows, np.float32).reshape(-1, 15)
+
+
+@pytest.mark.parametrize("pad_w, pad_h", [(160, 128), (320, 256), (224, 96)])
+def test_decode_equals_stride_by_stride(pad_w, pad_h):
+    """All strides decoded at once give exactly the stride-by-stride rows, in that order."""
+    rng = np.random.default_rng(pad_w + pad_h)
+    outputs = []
+    for kind, width in (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10)):
+        for s in detmod.STRIDES:
+            n = (pad_w // s) * (pad_h // s)
+            a = rng.uniform(-0.2, 1.1, (1, n, width)) if kind in ("cls", "obj") else rng.normal(0, 1, (1, n, width))
+            outputs.append(a.astype(np.float32))
+    got = YuNet.decode(outputs, pad_w, pad_h, 0.6)
+    want = _decode_stride_by_stride(outputs, pad_w, pad_h, 0.6)
+    assert len(got) > 10 and (got[:, 2] > 0).all()
+    assert np.array_equal(got, want)
+    nothing = [np.zeros_like(o) for o in outputs]
+    assert YuNet.decode(nothing, pad_w, pad_h, 0.6).shape == (0, 15)
