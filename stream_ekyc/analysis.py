@@ -85,10 +85,16 @@ class FrameAnalyzer:
     still_iod = 0.1        # eye-centre motion between detections that counts as still
     max_hold_gap_s = 0.15  # a frame further than this after the previous one is detected
 
-    def __init__(self, detect_every: int = 3) -> None:
+    def __init__(self, detect_every: int = 3, wide_first: bool = True) -> None:
+        """``wide_first``: with no face found yet, the first look is at ``large_width`` (then
+        every fourth); False looks at ``small_width`` first and wide on the second frame, the
+        live pipeline's choice: an applicant framing a face for the camera is close, and a
+        wide look costs about four narrow ones. Offline scoring keeps the default, on which
+        the calibration was fitted."""
         self.detector = get_detector()
         self.signals = SignalExtractor()
         self.detect_every = max(1, int(detect_every))
+        self._wide_turn = 0 if wide_first else 1
         self._last: FaceGeometry | None = None
         self._misses = 0
         self._held = 0           # frames measured with the last geometry since it was detected
@@ -98,7 +104,7 @@ class FrameAnalyzer:
     def _input_width(self, frame_w: int) -> int:
         if self._last is None:
             # look harder every few frames while nothing is found
-            return self.large_width if self._misses % 4 == 0 else self.small_width
+            return self.large_width if self._misses % 4 == self._wide_turn else self.small_width
         iod_at_small = self._last.iod * self.small_width / frame_w
         return self.small_width if iod_at_small >= 14 else self.large_width
 

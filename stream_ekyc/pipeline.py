@@ -77,7 +77,7 @@ class PipelineConfig:
     video_queue: int = 12            # encoder backlog bound (frames); beyond it frames are skipped
     video_fps: float = 15.0          # evidence video frame rate (each 0.2-0.5 s colour spans >= 3 frames)
     fit_fps: float = 5.0             # analysis rate while fitting the face (guidance; 0: every frame)
-    countdown_fps: float = 4.0       # analysis rate in the countdown (the best frame under neutral light)
+    countdown_fps: float = 2.0       # analysis rate in the countdown (best-frame candidates under neutral light)
     window_fps: float = ANALYSIS_FPS  # analysis rate in the scoring window (0: every frame)
     window_margin_s: float = 0.1     # the window's rate applies from this long before the scorer's window
 
@@ -300,7 +300,7 @@ class LivePipeline:
         self.rng = rng                       # None: the OS CSPRNG (tests may seed)
         self.loop = asyncio.get_running_loop()
         self.slot = FrameSlot()
-        self.analyzer = FrameAnalyzer()
+        self.analyzer = FrameAnalyzer(wide_first=False)
         self.state = "connected"
         self.received = 0
         self.analysed = 0
