@@ -55,3 +55,28 @@ def test_empty_and_odd_records() -> None:
 def test_a_session_without_a_face_is_encoded_too() -> None:
     recs = [r for r in _records() if r.face is None]
     assert records_to_dicts(recs) == [r.to_dict() for r in recs]
+
+
+def test_packet_json_equals_the_standard_encoder() -> None:
+    """The packet encoder (orjson) gives JSON that parses to what ``json`` gives, nulls for
+    bins not measured included, and takes the numpy scalars a packet may carry."""
+    from stream_ekyc.pipeline import packet_json
+
+    recs = records_to_dicts(_records())
+    packet = {"version": 1, "records": recs, "acks": [], "caps": {"screen": {"w": 1280, "h": 800}},
+              "timings": {"decide_ms": np.float64(4.25), "fitting": 0.1234},
+              "counts": {"received": np.int64(170), "dropped": 0}, "verdict": None, "label": "é"}
+    data = packet_json(packet)
+    assert isinstance(data, bytes)
+    plain = {**packet, "timings": {"decide_ms": 4.25, "fitting": 0.1234},
+             "counts": {"received": 170, "dropped": 0}}
+    assert json.loads(data) == json.loads(json.dumps(plain))
+    assert list(json.loads(data)) == list(packet)            # key order kept
+    assert json.loads(data)["records"][1]["midline"][-1] == [None, None, None]
+
+
+def test_packet_json_falls_back_for_what_orjson_refuses() -> None:
+    from stream_ekyc.pipeline import packet_json
+
+    big = {"n": 1 << 70}                       # beyond 64 bits: orjson refuses, json does not
+    assert json.loads(packet_json(big)) == big
