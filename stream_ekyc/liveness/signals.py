@@ -316,14 +316,13 @@ class SignalExtractor:
         mid[~_midline_inside(face, w, h)] = np.nan
         rec.midline = mid
         canon = strip[EXT_TOP:EXT_TOP + CANON_H]
+        lin = lin_strip[EXT_TOP:EXT_TOP + CANON_H]            # rows of a contiguous array: a view
         # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
-        blocks = cv2.resize(lin_strip[EXT_TOP:EXT_TOP + CANON_H], (GRID_COLS, GRID_ROWS),
-                            interpolation=cv2.INTER_AREA)
+        blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)
         rec.patches = blocks.reshape(-1, 3)[:, ::-1].astype(np.float64)
         rec.skin = np.add.reduce(rec.patches[SKIN_PATCHES], axis=0) / len(SKIN_PATCHES)
         inner_u8 = canon.reshape(-1, 3)[_INNER_IDX]           # (n, 3) BGR
-        inner = _LUT[inner_u8]                                # linear BGR, as in lin_strip
-        rgb = inner[:, ::-1]
+        rgb = lin.reshape(-1, 3)[_INNER_IDX][:, ::-1]         # the same pixels, linear RGB
         ranked = rgb[np.argsort(rgb @ _LUMA_LIN, kind="stable")]
         rec.quartiles = np.add.reduceat(ranked, _QUARTER_STARTS, axis=0, dtype=np.float64) / _QUARTER_SIZES
         luma_u8 = inner_u8 @ _LUMA_U8

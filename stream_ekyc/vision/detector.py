@@ -306,15 +306,17 @@ class YuNet:
         # bbox and kps, each for strides 8, 16, 32): a few numpy calls whatever the strides
         grid = _anchor_grid(pad_w, pad_h)
         k = len(STRIDES)
-        ns = grid.counts
-        cls = np.concatenate([o.reshape(-1)[:n] for o, n in zip(outputs[:k], ns)])
-        obj = np.concatenate([o.reshape(-1)[:n] for o, n in zip(outputs[k:2 * k], ns)])
-        score = np.sqrt(np.clip(cls, 0.0, 1.0) * np.clip(obj, 0.0, 1.0))
+
+        def stacked(kind: int, width: int) -> np.ndarray:   # kind: 0 cls, 1 obj, 2 bbox, 3 kps
+            parts = outputs[kind * k:(kind + 1) * k]
+            return np.concatenate([o.reshape(-1, width)[:n] for o, n in zip(parts, grid.counts)])
+
+        score = np.sqrt(np.clip(stacked(0, 1), 0.0, 1.0) * np.clip(stacked(1, 1), 0.0, 1.0))[:, 0]
         idx = np.flatnonzero(score >= score_threshold)
         if idx.size == 0:
             return np.empty((0, 15), np.float32)
-        bbox = np.concatenate([o.reshape(-1, 4)[:n] for o, n in zip(outputs[2 * k:3 * k], ns)])[idx]
-        kps = np.concatenate([o.reshape(-1, 10)[:n] for o, n in zip(outputs[3 * k:4 * k], ns)])[idx]
+        bbox = stacked(2, 4)[idx]
+        kps = stacked(3, 10)[idx]
         c, r, stride = grid.col[idx], grid.row[idx], grid.stride[idx]   # (m, 1) float32 each
         cx = (c + bbox[:, 0:1]) * stride
         cy = (r + bbox[:, 1:2]) * stride

@@ -105,12 +105,8 @@ def test_motion_gate_uses_detected_frames_only(face: np.ndarray) -> None:
     assert q2["motion"] == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("wide_first, widths", [
-    (True, [320, 160, 160, 160, 320, 160]),     # offline (the calibration's): wide, then every fourth
-    (False, [160, 320, 160, 160, 160, 320]),    # live: a narrow look first, wide on the second
-])
-def test_where_the_analyzer_looks_before_a_face_is_found(monkeypatch, wide_first, widths) -> None:
-    an = FrameAnalyzer(wide_first=wide_first)
+def _widths_looked_at(monkeypatch, an: FrameAnalyzer) -> list[int]:
+    """The detector input widths ``an`` asks for, in order, from now on."""
     seen: list[int] = []
     real = an.detector.detect
 
@@ -119,6 +115,16 @@ def test_where_the_analyzer_looks_before_a_face_is_found(monkeypatch, wide_first
         return real(image, input_width)
 
     monkeypatch.setattr(an.detector, "detect", spy)
+    return seen
+
+
+@pytest.mark.parametrize("wide_first, widths", [
+    (True, [320, 160, 160, 160, 320, 160]),     # offline (the calibration's): wide, then every fourth
+    (False, [160, 320, 160, 160, 160, 320]),    # live: a narrow look first, wide on the second
+])
+def test_where_the_analyzer_looks_before_a_face_is_found(monkeypatch, wide_first, widths) -> None:
+    an = FrameAnalyzer(wide_first=wide_first)
+    seen = _widths_looked_at(monkeypatch, an)
     blank = YuvFrame.from_bgr(np.full((480, 640, 3), 90, np.uint8))
     recs = [an.analyze(i * 0.2, blank) for i in range(6)]
     assert all(r.face is None for r in recs)
@@ -127,9 +133,6 @@ def test_where_the_analyzer_looks_before_a_face_is_found(monkeypatch, wide_first
 
 def test_a_large_face_is_found_on_the_first_narrow_look(monkeypatch, face: np.ndarray) -> None:
     an = FrameAnalyzer(wide_first=False)
-    seen: list[int] = []
-    real = an.detector.detect
-    monkeypatch.setattr(an.detector, "detect", lambda image, input_width=160: seen.append(input_width)
-                        or real(image, input_width))
+    seen = _widths_looked_at(monkeypatch, an)
     rec = an.analyze(0.0, YuvFrame.from_bgr(face))
     assert rec.face is not None and seen == [160]
