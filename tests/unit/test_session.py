@@ -63,6 +63,7 @@ def _rec(box=(220, 140, 200, 240), iod=80, n=1, luma=120, clipped=0.0, bg=True, 
     (_rec(x_shift=170), "centre_face"),
     (_rec(luma=20), "too_dark"),
     (_rec(clipped=0.3), "too_bright"),
+    (_rec(clipped=0.2), "ok"),                  # partly clipped: the scorer can still judge it
 ])
 def test_guidance_codes(rec, code):
     assert guidance(rec, None) == code
