@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 import socket
