@@ -48,33 +48,25 @@ def fit_phase(video: Path, first_colour_t: float, rules: dict[str, FitRules]) ->
     from stream_ekyc.analysis import Cadence, FrameAnalyzer
     from stream_ekyc.offline import iter_frames
     from stream_ekyc.pipeline import PipelineConfig
-    from stream_ekyc.session import guidance
+    from stream_ekyc.session import FitGate
 
     cfg = PipelineConfig()
     an = FrameAnalyzer(wide_first=False)            # as the live pipeline analyses
     cadence = Cadence.at(cfg.fit_fps)
-    state = {k: {"prev": None, "since": None, "out": None, "last": "no_face"} for k in rules}
+    gates = {k: FitGate(cfg.fit_stable_s, r) for k, r in rules.items()}
+    out: dict[str, str] = {}
     for t, frame in iter_frames(video):
-        if t >= first_colour_t or all(s["out"] for s in state.values()):
+        if t >= first_colour_t or len(out) == len(gates):
             break
         if not cadence.take(t):
             continue
         rec = an.analyze(t, frame)
-        for name, r in rules.items():
-            s = state[name]
-            if s["out"]:
-                continue
-            code = guidance(rec, s["prev"], r)
-            if rec.detected:
-                s["prev"] = rec
-            s["last"] = code
-            if code == "ok":
-                s["since"] = t if s["since"] is None else s["since"]
-                if t - s["since"] >= cfg.fit_stable_s - 1e-6:
-                    s["out"] = "fitted"
-            else:
-                s["since"] = None
-    return {k: s["out"] or ("fitted_later" if s["last"] == "ok" else s["last"]) for k, s in state.items()}
+        for name, gate in gates.items():
+            if name not in out:
+                gate.offer(rec, t)
+                if gate.fitted(t):
+                    out[name] = "fitted"
+    return {k: out.get(k) or ("fitted_later" if g.last == "ok" else g.last or "no_face") for k, g in gates.items()}
 
 
 def _job(args: tuple[str, int]) -> tuple[str, int, dict[str, str]]:

@@ -59,7 +59,7 @@ from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
 from .liveness.signals import FrameRecord, records_to_dicts
 from .offline import BestFrameKeeper
-from .session import OUTCOME, guidance, user_reason
+from .session import OUTCOME, FitGate, user_reason
 from .vision.planes import YuvFrame, as_frame
 from .vp8_evidence import RTP_CLOCK, WEBM, Vp8FrameBuffer, mux_webm
 
@@ -450,9 +450,8 @@ class LivePipeline:
         cfg = self.config
         await self._set_state("fitting")
         fit_deadline = self.loop.time() + cfg.fit_timeout_s
-        ok_since: float | None = None
+        gate = FitGate(cfg.fit_stable_s)
         last_code, last_sent = None, -1.0
-        prev: FrameRecord | None = None
         audit: list[bytes] = []
         keeper: BestFrameKeeper | None = None
         while True:
@@ -462,23 +461,17 @@ class LivePipeline:
                     return await self._finish(None, keeper, audit)
                 break
             rec, img = got
-            code = guidance(rec, prev)
-            if rec.detected:     # motion is measured between detections (a held face has not moved)
-                prev = rec
             now = self.loop.time()
+            code = gate.offer(rec, now)
             if code != last_code or now - last_sent >= cfg.guidance_every_s:
                 self.send({"type": "guidance", "code": code})
                 last_code, last_sent = code, now
-            if code == "ok":
-                ok_since = ok_since if ok_since is not None else now
-                if now - ok_since >= cfg.fit_stable_s:
-                    audit.append(await self._jpeg(img))
-                    break
-            else:
-                ok_since = None
+            if gate.fitted(now):
+                audit.append(await self._jpeg(img))
+                break
             if now >= fit_deadline:
                 break
-        if ok_since is None or self.loop.time() - ok_since < cfg.fit_stable_s:
+        if not gate.fitted(self.loop.time()):
             # never fitted: an honest retry with the last guidance as the reason
             reason = {"no_face": "no_face", "multiple_faces": "multiple_faces", "too_dark": "too_dark",
                       "too_bright": "too_bright", "hold_still": "moving_too_much",

@@ -100,3 +100,32 @@ def guidance(rec: FrameRecord, prev: FrameRecord | None, rules: FitRules = FitRu
         if step / frames > rules.max_step_iod:
             return "hold_still"
     return "ok"
+
+
+class FitGate:
+    """The face-fit gate over a session's analysed frames: the guidance for each, and whether
+    it has said ``ok`` for ``stable_s`` without a break (then the colours may start). Motion
+    is measured between detected frames only: a held face has, by construction, not moved.
+    The live pipeline feeds it on its clock; ``benchmarks/fit_gate.py`` on frame times."""
+
+    def __init__(self, stable_s: float, rules: FitRules = FitRules()) -> None:
+        self.stable_s = stable_s
+        self.rules = rules
+        self.last: str | None = None           # the latest guidance code
+        self._prev: FrameRecord | None = None  # the latest detected frame
+        self._ok_since: float | None = None
+
+    def offer(self, rec: FrameRecord, now: float) -> str:
+        code = guidance(rec, self._prev, self.rules)
+        if rec.detected:
+            self._prev = rec
+        self.last = code
+        if code == "ok":
+            self._ok_since = now if self._ok_since is None else self._ok_since
+        else:
+            self._ok_since = None
+        return code
+
+    def fitted(self, now: float) -> bool:
+        # 1 µs for float rounding: frame times 0.2 s apart must count 0.6 s as 0.6 s
+        return self._ok_since is not None and now - self._ok_since >= self.stable_s - 1e-6

@@ -5,7 +5,7 @@ import pytest
 
 from stream_ekyc.liveness.signals import MID_BINS, MID_V, FaceGeometry, FrameRecord
 from stream_ekyc.pipeline import FrameSlot
-from stream_ekyc.session import TransitionError, check_transition, guidance, user_reason
+from stream_ekyc.session import FitGate, FitRules, TransitionError, check_transition, guidance, user_reason
 
 
 def test_slot_keeps_the_newest_frame_and_counts_drops():
@@ -77,3 +77,22 @@ def test_hold_still_when_the_face_jumps_between_frames():
 def test_user_reason_never_leaks_internal_codes():
     assert user_reason(["no_face"]) == "no_face"
     assert user_reason(["unmeasurable"]) == "try_again"
+
+
+def test_fit_gate_needs_ok_without_a_break_for_the_stable_time():
+    gate = FitGate(0.6)
+    assert gate.offer(_rec(), 0.0) == "ok" and not gate.fitted(0.0)
+    gate.offer(_rec(), 0.4)
+    assert not gate.fitted(0.4)
+    assert gate.offer(_rec(clipped=0.3), 0.5) == "too_bright"     # a break starts the count again
+    assert not gate.fitted(0.7) and gate.last == "too_bright"
+    gate.offer(_rec(), 0.8)
+    assert not gate.fitted(1.2)
+    gate.offer(_rec(), 1.4)
+    assert gate.fitted(1.4) and gate.last == "ok"
+
+
+def test_fit_gate_takes_its_rules():
+    strict = FitGate(0.6, FitRules(max_clipped=0.08))
+    assert strict.offer(_rec(clipped=0.2), 0.0) == "too_bright"
+    assert FitGate(0.6).offer(_rec(clipped=0.2), 0.0) == "ok"
