@@ -112,6 +112,19 @@ class Head:
 #: the model input that is not one cue but all of them at once (``Typicality``)
 TYPICALITY = "typicality"
 
+#: the same, over one group of related cues at a time (model input name → its cues): the
+#: face's shape on the gain map, how the face answers the screen as a whole, and the skin's
+#: spectrum. A session can sit within the live faces' spread on all cues together while one
+#: group alone is off it; out of fold on the tuning sessions these three inputs lower BPCER at
+#: APCER <= 1 and 2 % (benchmarks/calibrate.py). Each measures the distance from the *live*
+#: faces, never the closeness to a known attack, so an attack unlike any in the tuning set
+#: gains nothing from them.
+TYPICALITY_GROUPS: dict[str, tuple[str, ...]] = {
+    "typicality_shape": ("gain_centre", "gain_outer", "gain_chin", "gain_neck", "gain_relief"),
+    "typicality_response": ("fit", "log_f", "log_rel", "bg_ratio", "mult_slope"),
+    "typicality_spectrum": ("spec_rg", "spec_gb", "spec_rb", "spec_diag"),
+}
+
 
 @dataclass(frozen=True)
 class Typicality:
@@ -125,6 +138,7 @@ class Typicality:
     names: tuple[str, ...]
     mean: tuple[float, ...]
     precision: tuple[tuple[float, ...], ...]
+    input: str = TYPICALITY          # the model input it gives (TYPICALITY or a TYPICALITY_GROUPS key)
 
     def of(self, phi: dict[str, float]) -> float:
         d = [phi[n] - m for n, m in zip(self.names, self.mean)]
@@ -144,6 +158,8 @@ class Calibration:
     explain: dict[str, Any] = field(default_factory=dict)
     # with TYPICALITY among the names: how it is measured
     typicality: Typicality | None = None
+    # with TYPICALITY_GROUPS inputs among the names: how each is measured
+    groups: tuple[Typicality, ...] = ()
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> "Calibration":
@@ -152,16 +168,26 @@ class Calibration:
         t = d.get("typicality")
         typ = None if t is None else Typicality(tuple(t["names"]), tuple(t["mean"]),
                                                 tuple(tuple(r) for r in t["precision"]))
+        groups = tuple(Typicality(tuple(g["names"]), tuple(g["mean"]), tuple(tuple(r) for r in g["precision"]),
+                                  g["input"]) for g in d.get("typicality_groups", ()))
         if TYPICALITY in d["names"] and typ is None:
             raise ValueError(f"{path}: '{TYPICALITY}' is a model input but the calibration does not measure it")
+        measured = {g.input for g in groups}
+        for name in d["names"]:
+            if name in TYPICALITY_GROUPS and name not in measured:
+                raise ValueError(f"{path}: '{name}' is a model input but the calibration does not measure it")
         return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), heads,
-                   float(d["threshold"]), d.get("explain", {}), typ)
+                   float(d["threshold"]), d.get("explain", {}), typ, groups)
 
     def inputs(self, phi: dict[str, float]) -> dict[str, float]:
-        """The model's inputs: the transformed cues, and their typicality when it is one."""
+        """The model's inputs: the transformed cues, and their typicalities when they are inputs."""
+        out = dict(phi)
         if self.typicality is not None and TYPICALITY in self.names:
-            return {**phi, TYPICALITY: self.typicality.of(phi)}
-        return phi
+            out[TYPICALITY] = self.typicality.of(phi)
+        for g in self.groups:
+            if g.input in self.names:
+                out[g.input] = g.of(phi)
+        return out
 
     def logits(self, phi: dict[str, float]) -> dict[str, float]:
         """Log-odds of bona fide, per head."""

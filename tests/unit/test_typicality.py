@@ -92,8 +92,49 @@ def test_an_atypical_session_is_less_live_and_says_so(tmp_path: Path) -> None:
         Calibration.load(p)
 
 
-def test_the_shipped_calibration_measures_typicality_over_its_cues() -> None:
+def test_the_shipped_calibration_measures_typicality_over_its_cues_and_each_group() -> None:
     cal = D.calibration()
-    assert cal.names[-1] == TYPICALITY and cal.typicality is not None
-    assert cal.typicality.names == cal.names[:-1]
+    cues = tuple(D.TRANSFORMS)
+    assert cal.names == cues + (TYPICALITY,) + tuple(D.TYPICALITY_GROUPS)
+    assert cal.typicality is not None and cal.typicality.names == cues
+    assert {g.input: g.names for g in cal.groups} == D.TYPICALITY_GROUPS
     assert "max_typicality" in cal.explain
+    phi = {n: 0.0 for n in cues}
+    got = cal.inputs(phi)
+    assert set(got) == set(cal.names)
+    for g in cal.groups:
+        assert got[g.input] == pytest.approx(g.of(phi)) and got[g.input] >= 0.0
+
+
+def test_each_cue_group_is_measured_on_its_own_cues_as_the_decision_reads_it(tmp_path: Path) -> None:
+    # three cues: two shape cues (one group) and one response cue (a group needs two cues)
+    names = ["gain_outer", "gain_relief", "bg_ratio"]
+    xb = _bona_fide(60)
+    attacks = xb[:5] + np.array([0.0, 1.0, 0.0])     # relief 5 standard deviations off
+    x = np.vstack([xb, attacks])
+    sp = np.array(["bona_fide"] * len(xb) + ["cutout"] * len(attacks))
+    cols, measures = calibrate.typicality_inputs(x, sp, names)
+    assert [m[0] for m in measures] == [TYPICALITY, "typicality_shape"]
+    assert np.allclose(cols[:, 0], calibrate.with_typicality(x, sp)[0][:, -1])
+    assert np.allclose(cols[:, 1], calibrate.with_typicality(x[:, :2], sp)[0][:, -1])
+    # the shape group sees the attacks' odd relief without the third cue diluting it
+    assert cols[len(xb):, 1].min() > np.percentile(cols[:len(xb), 1], 95)
+    assert np.allclose(calibrate.apply_typicality(attacks, measures), cols[len(xb):])
+    inp, c, mean, prec = measures[1]
+    group = Typicality(tuple(names[i] for i in c), tuple(mean), tuple(tuple(r) for r in prec), inp)
+    cal = Calibration(tuple(names) + ("typicality_shape",), (0.0,) * 4, (1.0,) * 4,
+                      (Head("all", (0.0, 0.0, 0.0, -2.0), 4.0),), 0.5, {}, None, (group,))
+    row = dict(zip(names, attacks[0]))
+    assert cal.inputs(row)["typicality_shape"] == pytest.approx(cols[len(xb), 1])
+    # the file round trip keeps it; a group input with no measure is refused
+    p = tmp_path / "calibration.json"
+    d = {"names": list(cal.names), "mean": list(cal.mean), "scale": list(cal.scale),
+         "heads": [{"against": "all", "weights": [0.0, 0.0, 0.0, -2.0], "bias": 4.0}], "threshold": 0.5,
+         "typicality_groups": [{"input": inp, "names": list(group.names), "mean": list(group.mean),
+                                "precision": [list(r) for r in group.precision]}]}
+    p.write_text(json.dumps(d))
+    assert Calibration.load(p).probability(row) == pytest.approx(cal.probability(row))
+    del d["typicality_groups"]
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="typicality_shape"):
+        Calibration.load(p)
