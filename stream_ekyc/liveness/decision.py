@@ -117,8 +117,9 @@ TYPICALITY = "typicality"
 #: spectrum. A session can sit within the live faces' spread on all cues together while one
 #: group alone is off it; out of fold on the tuning sessions these three inputs lower BPCER at
 #: APCER <= 1 and 2 % (benchmarks/calibrate.py). Each measures the distance from the *live*
-#: faces, never the closeness to a known attack, so an attack unlike any in the tuning set
-#: gains nothing from them.
+#: faces, never the closeness to a known attack. The heads are fitted freely: most weigh a
+#: larger distance against a live verdict, a few (see calibration.json) slightly for it,
+#: bounded by the other heads, since a face is only as live as its least live head.
 TYPICALITY_GROUPS: dict[str, tuple[str, ...]] = {
     "typicality_shape": ("gain_centre", "gain_outer", "gain_chin", "gain_neck", "gain_relief"),
     "typicality_response": ("fit", "log_f", "log_rel", "bg_ratio", "mult_slope"),
