@@ -117,9 +117,9 @@ TYPICALITY = "typicality"
 #: spectrum. A session can sit within the live faces' spread on all cues together while one
 #: group alone is off it; out of fold on the tuning sessions these three inputs lower BPCER at
 #: APCER <= 1 and 2 % (benchmarks/calibrate.py). Each measures the distance from the *live*
-#: faces, never the closeness to a known attack. The heads are fitted freely: most weigh a
-#: larger distance against a live verdict, a few (see calibration.json) slightly for it,
-#: bounded by the other heads, since a face is only as live as its least live head.
+#: faces, never the closeness to a known attack. No head may weigh a larger distance *for*
+#: a live verdict (fail closed: being unlike a live face is never evidence of one): the fit
+#: holds these weights <= 0 and ``Calibration.load`` refuses a calibration that does not.
 TYPICALITY_GROUPS: dict[str, tuple[str, ...]] = {
     "typicality_shape": ("gain_centre", "gain_outer", "gain_chin", "gain_neck", "gain_relief"),
     "typicality_response": ("fit", "log_f", "log_rel", "bg_ratio", "mult_slope"),
@@ -177,6 +177,11 @@ class Calibration:
         for name in d["names"]:
             if name in TYPICALITY_GROUPS and name not in measured:
                 raise ValueError(f"{path}: '{name}' is a model input but the calibration does not measure it")
+        for h in heads:
+            for name, w in zip(d["names"], h.weights):
+                if (name == TYPICALITY or name in TYPICALITY_GROUPS) and w > 0:
+                    raise ValueError(f"{path}: the {h.against} head weighs '{name}' for a live verdict "
+                                     f"({w:+g}); a distance from the live faces may only count against one")
         return cls(tuple(d["names"]), tuple(d["mean"]), tuple(d["scale"]), heads,
                    float(d["threshold"]), d.get("explain", {}), typ, groups)
 

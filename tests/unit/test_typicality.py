@@ -138,3 +138,58 @@ def test_each_cue_group_is_measured_on_its_own_cues_as_the_decision_reads_it(tmp
     p.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="typicality_shape"):
         Calibration.load(p)
+
+
+def _loss(x: np.ndarray, y: np.ndarray, beta: np.ndarray, bias: float, l2: float) -> float:
+    z = x @ beta + bias
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * beta @ beta)
+
+
+def test_the_fit_holds_typicality_weights_at_or_below_zero() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    y = (rng.random(n) < 0.5).astype(float)
+    cue = rng.normal(size=n) + 1.2 * y                  # a cue for live
+    against = rng.normal(size=n) - 0.8 * y              # a distance that counts against live
+    odd = rng.normal(size=n) + 0.9 * y                  # a distance that would count *for* live
+    x = np.column_stack([cue, against, odd])
+    w = np.ones(n)
+    free, _ = calibrate.fit_logistic(x, y, w, l2=1.0)
+    assert free[0] > 0 and free[1] < 0 and free[2] > 0
+    nonpos = np.array([False, True, True])
+    beta, bias = calibrate.fit_logistic(x, y, w, l2=1.0, nonpos=nonpos)
+    assert beta[2] == 0.0 and beta[1] < 0 and beta[0] > 0
+    # the constrained optimum: no feasible nudge lowers the loss
+    base = _loss(x, y, beta, bias, 1.0)
+    for j, d in [(0, 1e-3), (0, -1e-3), (1, 1e-3), (1, -1e-3), (2, -1e-3)]:
+        b = beta.copy()
+        b[j] += d
+        assert _loss(x, y, b, bias, 1.0) >= base - 1e-9
+    # with no constraint active, it is the free fit
+    same, _ = calibrate.fit_logistic(x[:, :2], y, w, l2=1.0, nonpos=np.array([False, True]))
+    assert np.allclose(same, calibrate.fit_logistic(x[:, :2], y, w, l2=1.0)[0], atol=1e-8)
+
+
+def test_a_calibration_that_counts_a_distance_for_live_is_refused(tmp_path: Path) -> None:
+    xb = _bona_fide()
+    t = _typ(xb)
+    d = {"names": list(NAMES) + [TYPICALITY], "mean": [0.0] * 4, "scale": [1.0] * 4,
+         "heads": [{"against": "print", "weights": [0.0, 0.0, 0.0, -1.0], "bias": 1.0},
+                   {"against": "cutout", "weights": [0.0, 0.0, 0.0, 0.25], "bias": 1.0}],
+         "threshold": 0.5,
+         "typicality": {"names": list(t.names), "mean": list(t.mean), "precision": [list(r) for r in t.precision]}}
+    p = tmp_path / "calibration.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="cutout head weighs 'typicality'"):
+        Calibration.load(p)
+    d["heads"][1]["weights"][3] = 0.0
+    p.write_text(json.dumps(d))
+    assert Calibration.load(p).heads[1].weights[3] == 0.0
+
+
+def test_no_shipped_head_counts_a_distance_from_live_faces_for_live() -> None:
+    cal = D.calibration()
+    for h in cal.heads:
+        for name, w in zip(cal.names, h.weights):
+            if name == TYPICALITY or name in D.TYPICALITY_GROUPS:
+                assert w <= 0, (h.against, name, w)
