@@ -5,7 +5,8 @@ A live session shows its colours only once the fit guidance (``session.guidance`
 benchmark) scores a recording with no such gate. This replays the fit phase on each
 session's frames before its first colour — under the rest colour, as the live page shows it
 while fitting — at the live rate (``fit_fps``, the live analyzer), and crosses what the gate
-would have said with the offline verdict. A genuine applicant the gate stops never reaches
+would have said with the offline verdict (the shipped calibration's, from the features
+``accuracy.py`` stored). A genuine applicant the gate stops never reaches
 the scorer: in a live deployment that is a retry too, so the gate should stop only sessions
 the scorer would not accept anyway.
 
@@ -30,6 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from stream_ekyc.session import FitRules  # noqa: E402
 
@@ -83,7 +85,11 @@ def measure(set_name: str, jobs: int) -> dict[str, Any]:
     store = DATA / f"{set_name}_scores.jsonl"
     if not store.exists():
         raise SystemExit(f"fit_gate: {store} is missing: run benchmarks/accuracy.py --set {set_name} first")
-    rows = [json.loads(line) for line in store.read_text().splitlines()]
+    # the verdicts of the shipped calibration: the decision re-run on the stored features
+    # (what a fresh ``score_video`` run would say; the stored verdicts may be an older model's)
+    from accuracy import rescore
+
+    rows = rescore([json.loads(line) for line in store.read_text().splitlines()])
     verdict = {(r["species"], r["seed"]): r["verdict"] for r in rows}
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         gates = list(ex.map(_job, list(verdict), chunksize=4))
