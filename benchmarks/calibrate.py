@@ -287,6 +287,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(D.CALIBRATION_PATH),
                     help="where to write the calibration (default: the shipped one)")
     args = ap.parse_args()
+    if args.free_typicality and not args.cv:
+        ap.error("--free-typicality only compares (--cv): the decision refuses such a calibration")
     rows = [json.loads(line) for line in Path(args.scores).read_text().splitlines()]
     names = [n for n in D.TRANSFORMS if n not in set(filter(None, args.exclude.split(",")))]
 
