@@ -75,7 +75,8 @@ def _job(args: tuple[str, int, str]) -> dict:
             "score": res["score"], "reasons": res["reasons"], "lag_ms": res["lag_ms"],
             "features": res["features"], "quality": res["quality"], "render_s": round(render_s, 2),
             "elapsed_ms": res["elapsed_ms"], "frames": res["frames"],
-            "meta": {k: meta[k] for k in ("lag_s", "ambient_ratio", "fps", "codec", "resolution", "photo")
+            "meta": {k: meta[k] for k in ("lag_s", "ambient_ratio", "fps", "codec", "resolution", "photo",
+                                           "ae_mode", "exposure_control", "exposure_steps")
                      if k in meta}}
 
 
@@ -123,6 +124,21 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         for code in r["reasons"]:
             d = reasons.setdefault(r["species"], {})
             d[code] = d.get(code, 0) + 1
+    # by whether the page could set the camera's exposure (simulate.py: exposure_control)
+    by_control: dict[str, dict] = {}
+    for key in ("true", "false"):
+        sub = [r for r in rows if str(r.get("meta", {}).get("exposure_control")).lower() == key]
+        b = [r for r in sub if r["species"] == "bona_fide"]
+        if not sub:
+            continue
+        by_control[key] = {
+            "bona_fide": len(b),
+            "bpcer": sum(r["verdict"] != "live" for r in b) / max(1, len(b)),
+            "retry_share": sum(r["verdict"] == "retry" for r in b) / max(1, len(b)),
+            "apcer": {sp: sum(r["verdict"] == "live" for r in sub if r["species"] == sp)
+                      / max(1, sum(r["species"] == sp for r in sub)) for sp in ATTACKS},
+            "attacks": {sp: sum(r["species"] == sp for r in sub) for sp in ATTACKS},
+        }
     return {
         "apcer": apcer,
         "apcer_worst": max(apcer.values()) if apcer else None,
@@ -131,6 +147,7 @@ def summarise(rows: list[dict], threshold: float) -> dict:
         "counts": counts,
         "threshold": threshold,
         "reasons": reasons,
+        "by_exposure_control": by_control,
     }
 
 
@@ -216,6 +233,9 @@ def main() -> int:
         plot_det(det, summary, RESULTS / "accuracy_det.png")
     print(json.dumps({k: summary[k] for k in ("apcer", "apcer_worst", "bpcer", "retry_share", "threshold")},
                      indent=1))
+    for key, d in summary["by_exposure_control"].items():
+        print(f"exposure control {key:5s}: bona fide {d['bona_fide']}, BPCER {d['bpcer']:.3f} "
+              f"(retry {d['retry_share']:.3f}), APCER " + " ".join(f"{sp} {v:.2f}" for sp, v in d["apcer"].items()))
     for sp, c in summary["counts"].items():
         print(f"{sp:16s} n={c['n']:4d} live={c['live']:4d} spoof={c['spoof']:4d} retry={c['retry']:4d}  "
               f"{summary['reasons'].get(sp, {})}")

@@ -43,7 +43,11 @@ Model (linear light, camera channel c, screen primary j)::
   optional mains flicker (100/120 Hz, 1-6 %) integrated over each row's exposure.
 - Camera: rolling shutter (0-30 ms readout), exposure 8-33 ms (a frame straddling a
   colour change integrates the mix), auto-exposure on whole-frame metering (first-order,
-  tau 0.2-1 s, compensating 0-80 % of a change; 25 % locked), white balance (fixed,
+  tau 0.2-1 s, compensating 0-80 % of a change; 25 % locked); in half of the sessions
+  (``exposure_control``) the browser lets the page set the camera's exposure, and then
+  the page's face-metered control (``session.ExposureAdvisor``, run on the server's own
+  analysis of the first frame) has set it in half stops before the recording, and the
+  page has locked it; white balance (fixed,
   daylight preset, or slow grey-world), shot + read noise, vignetting, defocus, sRGB
   curve, 8 bit, then PyAV libvpx (WebM, time base 1/1000) or libx264 (MP4, 1/90000),
   0.3-2 Mbit/s, yuv420p, real variable pts: 10-30 fps nominal (mostly 24-30), jitter
@@ -127,7 +131,14 @@ FACES_CACHE = DATA_DIR / "photo_faces.json"
 ASTRONAUT = "skimage:astronaut"
 MIN_FACE_PX = 85
 # bumped whenever a seed renders differently: cached renders of another version are redone
-SIM_VERSION = 2
+SIM_VERSION = 3   # 3: the page's face-metered exposure control
+# Share of sessions whose browser and camera take exposure constraints (Image Capture:
+# exposureMode "manual" with exposureTime or exposureCompensation): Chromium-based browsers
+# (about three quarters of the applicants) on Windows, Android, ChromeOS and Linux with a
+# camera driver that exposes the control; not Safari, not Firefox, not macOS. An estimate,
+# not a measurement: about one half.
+EXPOSURE_CONTROL_SHARE = 0.5
+EXPOSURE_STREAM = 11
 FACE_FRAC_RANGE = (0.30, 0.60)   # face box width over the (4:3-equivalent) frame width
 FACES_CACHE_VERSION = 2
 # found by looking at the pool: cartoon-filtered, illustrated, text-overlaid or face-filtered
@@ -450,6 +461,10 @@ def draw_nuisance(seed: int) -> dict[str, Any]:
     p["hand_held"] = p["device"] == "phone" or rng.random() < 0.1
     p["shake_px"] = _u(rng, 0.5, 3.0) if p["hand_held"] else 0.0
     p["shake"] = [[_u(rng, 0.5, 4), _u(rng, 0, 6.3), _u(rng, 0, 6.3)] for _ in range(3)]
+    # whether the browser lets the page set this camera's exposure (a stream of its own, so
+    # that adding it changed no other draw)
+    erng = np.random.default_rng([seed, NUISANCE_STREAM, EXPOSURE_STREAM])
+    p["exposure_control"] = bool(erng.random() < EXPOSURE_CONTROL_SHARE)
     return p
 
 
@@ -1326,6 +1341,8 @@ class Session:
         shaken = bool(p["shake_px"])
         wb_fixed = {"fixed": self._fixed_wb(), "daylight": 1 / self._tint(5500.0), "auto": None}[p["wb_mode"]]
         wb = G = G0 = logY0 = None
+        # the page locks the exposure of a camera that takes exposure constraints
+        ae_auto = p["ae_mode"] == "auto" and not p["exposure_control"]
         prev_t = self.times[0]
         prev_raw = None
         self.ae_log: list[float] = []
@@ -1338,7 +1355,7 @@ class Session:
                     wb_t = prev_raw[1] / prev_raw
                     a_wb = 1 - math.exp(-dt / p["awb_tau_s"])
                     wb = np.exp(np.log(wb) + a_wb * (np.log(wb_t) - np.log(wb)))
-                if p["ae_mode"] == "auto":
+                if ae_auto:
                     Y = float(LUMA @ (prev_raw * wb))
                     tgt = math.log(G0) - p["ae_compensation"] * (math.log(max(Y, 1e-9)) - logY0)
                     a = 1 - math.exp(-dt / p["ae_tau_s"])
@@ -1388,6 +1405,8 @@ class Session:
                 Y0 = float(LUMA @ (prev_raw * wb))
                 G = G0 = p["ae_target"] / max(Y0, 1e-9)
                 logY0 = math.log(max(Y0, 1e-9))
+                if p["exposure_control"]:
+                    G = G0 = self._page_exposure(img, wb, G0)
             self.ae_log.append(G)
             # sensor: exposure gain, shot + read noise, white balance, sRGB, 8 bit
             if g_ae != G:  # first frame: the converged exposure was only known now
@@ -1401,6 +1420,26 @@ class Session:
             img *= (wb[::-1] / wb[1] * 16383).astype(np.float32)
             np.clip(img, 0, 16383, out=img)
             yield float(t), np.take(SRGB_LUT, img.astype(np.uint16))
+
+    def _page_exposure(self, raw: np.ndarray, wb: np.ndarray, G: float) -> float:
+        """The exposure the page's face-metered control settles on while the applicant fits
+        the face (before the recording starts): the live pipeline's own rules
+        (``session.ExposureAdvisor``) on the server's own analysis of the first frame
+        (noise-free), a half stop per request. ``raw``: the first frame's linear BGR before
+        the gain; ``wb``: its white balance (RGB)."""
+        from stream_ekyc.analysis import FrameAnalyzer
+        from stream_ekyc.session import ExposureAdvisor
+        advisor = ExposureAdvisor()
+        colour = (wb[::-1] / wb[1] * 16383).astype(np.float32)
+        while True:
+            lin = np.clip(raw * (np.float32(G) * colour), 0, 16383)
+            rec = FrameAnalyzer().analyze(0.0, np.take(SRGB_LUT, lin.astype(np.uint16)))
+            step = advisor.advise(rec)
+            if not step:
+                break
+            G *= 2.0 ** (step * advisor.rules.step_ev)
+        self.p["exposure_steps"] = advisor.net_steps
+        return G
 
     def _fixed_wb(self) -> np.ndarray:
         """White balance gains (RGB) of a camera set to the ambient, with its error."""

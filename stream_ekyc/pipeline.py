@@ -59,7 +59,7 @@ from .liveness.decision import Verdict, decide
 from .liveness.scorer import StreamingScorer
 from .liveness.signals import FrameRecord, records_to_dicts
 from .offline import BestFrameKeeper
-from .session import OUTCOME, FitGate, user_reason
+from .session import OUTCOME, ExposureAdvisor, FitGate, user_reason
 from .vision.planes import YuvFrame, as_frame
 from .vp8_evidence import RTP_CLOCK, WEBM, Vp8FrameBuffer, mux_webm
 
@@ -82,6 +82,8 @@ class PipelineConfig:
     fit_stable_s: float = 0.6        # guidance must say ok this long before flashing
     prepare_s: float = 1.5           # countdown (photosensitivity warning) before the first colour
     guidance_every_s: float = 0.5    # repeat guidance at most this often
+    exposure_control: bool = True    # ask a page whose camera takes exposure constraints to meter on the face
+    exposure_every_s: float = 0.6    # at most one exposure request this often (the camera settles in between)
     n_steps: int | None = None       # challenge length (None: random 6–10)
     record_video: bool = True
     max_audit_frames: int = 4
@@ -323,6 +325,8 @@ class LivePipeline:
         self._window_from = math.inf         # session time from which the window's rate applies
         self.acks: list[dict[str, Any]] = []
         self.caps: dict[str, Any] = {}
+        self.camera_reports: list[str] = []  # what the page said its camera did with exposure requests
+        self.exposure = ExposureAdvisor()
         self.records: list[FrameRecord] = []
         self._offset: float | None = None    # server time − frame time (smallest seen)
         self._origin: float | None = None    # server time of the session clock's zero
@@ -352,8 +356,15 @@ class LivePipeline:
         elif kind == "hello" and isinstance(msg.get("caps"), dict):
             self.caps = {k: v for k, v in msg["caps"].items() if k in ("screen", "camera", "reduced_motion",
                                                                         "touch", "lang")}
+        elif kind == "camera" and isinstance(msg.get("exposure"), str) and len(self.camera_reports) < 16:
+            self.camera_reports.append(msg["exposure"][:24])
         elif kind == "bye":
             self.abort("applicant_left")
+
+    def _exposure_settable(self) -> bool:
+        """The page said its camera takes exposure constraints (``hello``: caps.camera.exposure)."""
+        cam = self.caps.get("camera")
+        return self.config.exposure_control and isinstance(cam, dict) and cam.get("exposure") is True
 
     def abort(self, why: str) -> None:
         if self._aborted is None:
@@ -452,6 +463,7 @@ class LivePipeline:
         fit_deadline = self.loop.time() + cfg.fit_timeout_s
         gate = FitGate(cfg.fit_stable_s)
         last_code, last_sent = None, -1.0
+        last_exposure = -math.inf
         audit: list[bytes] = []
         keeper: BestFrameKeeper | None = None
         while True:
@@ -463,6 +475,15 @@ class LivePipeline:
             rec, img = got
             now = self.loop.time()
             code = gate.offer(rec, now)
+            if rec.detected and now - last_exposure >= cfg.exposure_every_s and self._exposure_settable():
+                step = self.exposure.advise(rec)
+                if step:
+                    # half a stop; the stable period starts again once the camera has settled
+                    self.send({"type": "exposure", "step": step})
+                    last_exposure = now
+                    gate.restart()
+            if now - last_exposure < cfg.exposure_every_s:
+                gate.restart()
             if code != last_code or now - last_sent >= cfg.guidance_every_s:
                 self.send({"type": "guidance", "code": code})
                 last_code, last_sent = code, now
@@ -616,7 +637,9 @@ class LivePipeline:
                   "video_frames": rec.frames if rec else 0,
                   "video_skipped": rec.skipped if rec else 0,
                   # the received-frame buffer hit a cap (before the window: re-encoded instead)
-                  "video_abandoned": int(self.encoded is not None and self.encoded.abandoned is not None)}
+                  "video_abandoned": int(self.encoded is not None and self.encoded.abandoned is not None),
+                  "exposure_requests": self.exposure.requests,
+                  "exposure_steps": self.exposure.net_steps}
         if isinstance(rec, VideoRecorder) and rec.frames:
             self.timings["video_encode_ms_per_frame"] = round(rec.encode_s * 1000 / rec.frames, 3)
         if isinstance(rec, RemuxRecorder) and rec.frames:
@@ -633,7 +656,7 @@ class LivePipeline:
         packet: dict[str, Any] = {
             "version": 1,
             "challenge": ch.to_dict() if ch is not None else None,
-            "acks": list(self.acks), "caps": dict(self.caps),
+            "acks": list(self.acks), "caps": dict(self.caps), "camera_reports": list(self.camera_reports),
             "records": None,
             "features": verdict.measured_features() if verdict else {},
             "quality": verdict.quality if verdict else {},

@@ -102,6 +102,50 @@ def guidance(rec: FrameRecord, prev: FrameRecord | None, rules: FitRules = FitRu
     return "ok"
 
 
+@dataclass(frozen=True)
+class ExposureRules:
+    """Face-metered exposure while fitting (docs/protocol.md, ``exposure``).
+
+    A camera's own auto-exposure meters the whole frame: a lit face before a dark room comes
+    out clipped, and then the colours' reflection cannot be measured on it. When the page says
+    its camera takes exposure constraints, the server meters the inner face and asks for half
+    a stop less while more than ``max_clipped`` of it is at the sensor limit (headroom for
+    the colours, well inside the fit gate's ``too_bright``), or half a stop more while it is
+    darker than ``min_luma`` and nothing clips. Never up again once it has gone down (no
+    hunting), at most ``max_steps`` requests a session."""
+    max_clipped: float = 0.02
+    min_luma: float = 60.0
+    step_ev: float = 0.5
+    max_steps: int = 4
+
+
+class ExposureAdvisor:
+    """Which way the page should step its camera's exposure after a fresh frame record:
+    −1 (darker), +1 (brighter) or 0. Stateful over one session; the live pipeline and the
+    simulator's model of the page (``benchmarks/simulate.py``) run the same rules."""
+
+    def __init__(self, rules: ExposureRules = ExposureRules()) -> None:
+        self.rules = rules
+        self.requests = 0     # steps asked for
+        self.net_steps = 0    # their sum (in steps of ``rules.step_ev``)
+        self._went_down = False
+
+    def advise(self, rec: FrameRecord) -> int:
+        r = self.rules
+        if self.requests >= r.max_steps or rec.face is None or rec.n_faces != 1 or rec.patches is None:
+            return 0
+        if rec.clipped > r.max_clipped:
+            step = -1
+            self._went_down = True
+        elif rec.luma < r.min_luma and rec.clipped == 0 and not self._went_down:
+            step = 1
+        else:
+            return 0
+        self.requests += 1
+        self.net_steps += step
+        return step
+
+
 class FitGate:
     """The face-fit gate over a session's analysed frames: the guidance for each, and whether
     it has said ``ok`` for ``stable_s`` without a break (then the colours may start). Motion
@@ -125,6 +169,10 @@ class FitGate:
         else:
             self._ok_since = None
         return code
+
+    def restart(self) -> None:
+        """Start the stable period again (the camera's exposure is changing)."""
+        self._ok_since = None
 
     def fitted(self, now: float) -> bool:
         # 1 µs for float rounding: frame times 0.2 s apart must count 0.6 s as 0.6 s

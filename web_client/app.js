@@ -3,7 +3,7 @@
 import { t, lang, setGlobalVars, applyStatic } from "./i18n.js";
 import { View } from "./ui.js";
 import { attachFlash, paintColour, paintNeutral, afterPaint, validRgb } from "./display.js";
-import { environmentProblem, openCamera, stopStream, trackCaps } from "./camera.js";
+import { ExposureControl, environmentProblem, openCamera, stopStream, trackCaps } from "./camera.js";
 import {
   fetchPageConfig, createDemoSession, credentialsFromFragment, connect,
 } from "./signalling.js";
@@ -40,6 +40,7 @@ export class App {
     this.finished = false;
     this.tokenUsed = false;
     this.stream = null;
+    this.exposure = null; // ExposureControl of the camera's track
     this.pc = null;
     this.channel = null;
     this.timers = new Map();
@@ -152,6 +153,7 @@ export class App {
     }
     this.stream = stream;
     const track = stream.getVideoTracks()[0];
+    this.exposure = new ExposureControl(track);
     track.addEventListener("ended", () => {
       if (id === this.runId && this.running && !this.finished) this.onCameraEnded();
     });
@@ -239,7 +241,7 @@ export class App {
       type: "hello",
       caps: {
         screen: { w: screen.width, h: screen.height, dpr: window.devicePixelRatio || 1 },
-        camera: trackCaps(track),
+        camera: { ...trackCaps(track), exposure: !!(this.exposure && this.exposure.settable) },
         reduced_motion: !!reduced,
         touch: (navigator.maxTouchPoints || 0) > 0 || "ontouchstart" in window,
         lang,
@@ -288,6 +290,8 @@ export class App {
         return this.onGuidance(msg.code);
       case "prepare":
         return this.onPrepare(msg.in_ms);
+      case "exposure":
+        return this.onExposure(msg.step);
       case "progress":
         return this.view.setProgress(msg.value);
       case "outcome":
@@ -347,7 +351,23 @@ export class App {
     }
   }
 
+  /** The server metered the face: half a stop darker (step < 0) or brighter. */
+  onExposure(step) {
+    const control = this.exposure;
+    if (!control || !Number.isFinite(step) || step === 0) return;
+    const ch = this.channel;
+    control.step(step).then((done) => this.send({ type: "camera", exposure: done }, ch));
+  }
+
   onPrepare(inMs) {
+    // the colours must meet a fixed exposure: lock it where the face metering left it
+    const control = this.exposure;
+    if (control) {
+      const ch = this.channel;
+      control.lock().then((done) => {
+        if (done) this.send({ type: "camera", exposure: done }, ch);
+      });
+    }
     // Full screen needs a recent click; without one the colour element still covers the
     // whole viewport.
     if (!navigator.userActivation || navigator.userActivation.isActive) this.enterFullscreen();
@@ -562,6 +582,7 @@ export class App {
     }
     stopStream(this.stream);
     this.stream = null;
+    this.exposure = null;
     this.view.detachStream();
     this.releaseWakeLock();
     this.exitFullscreen();

@@ -97,3 +97,90 @@ export function trackCaps(track) {
     fps: s.frameRate ? Math.round(s.frameRate * 100) / 100 : null,
   };
 }
+
+/**
+ * The camera's exposure, as far as the browser lets the page set it (Image Capture
+ * constraints: `exposureCompensation`, or `exposureMode: "manual"` with `exposureTime`;
+ * Chromium-based browsers on most systems, not Safari or Firefox).
+ *
+ * A camera's own auto-exposure meters the whole frame, so a lit face before a dark room
+ * comes out clipped and cannot show the colours' reflection. While the face is fitted the
+ * server meters the face and asks for half a stop less or more (docs/protocol.md,
+ * `exposure`); just before the colours the page locks the exposure, so that auto-exposure
+ * does not dim the face's answer to them. Each call resolves with what happened, which the
+ * page reports to the server (`camera`): "adjusted", "at_limit", "locked", "unsupported" or
+ * "failed". Nothing here throws.
+ */
+export class ExposureControl {
+  constructor(track) {
+    this.track = track || null;
+    let caps = {};
+    try {
+      caps = (track && typeof track.getCapabilities === "function" && track.getCapabilities()) || {};
+    } catch (e) {
+      caps = {};
+    }
+    const modes = Array.isArray(caps.exposureMode) ? caps.exposureMode : [];
+    const range = (r) => (r && Number.isFinite(r.min) && Number.isFinite(r.max) && r.max > r.min ? r : null);
+    this.canLock = modes.includes("manual");
+    this.compensation = range(caps.exposureCompensation);
+    this.time = this.canLock ? range(caps.exposureTime) : null;
+    this.busy = false;
+  }
+
+  /** Whether the server's exposure requests can be followed on this camera. */
+  get settable() {
+    return !!(this.compensation || this.time);
+  }
+
+  settings() {
+    try {
+      return (this.track && this.track.getSettings && this.track.getSettings()) || {};
+    } catch (e) {
+      return {};
+    }
+  }
+
+  async apply(constraints) {
+    try {
+      await this.track.applyConstraints({ advanced: [constraints] });
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  /** Half a stop (ev) darker (dir < 0) or brighter (dir > 0). */
+  async step(dir, ev = 0.5) {
+    if (!this.settable) return "unsupported";
+    if (this.busy) return "failed";
+    this.busy = true;
+    try {
+      const s = this.settings();
+      const sign = dir < 0 ? -1 : 1;
+      if (this.compensation) {
+        const r = this.compensation;
+        const cur = Number.isFinite(s.exposureCompensation) ? s.exposureCompensation : 0;
+        let next = Math.min(r.max, Math.max(r.min, cur + sign * ev));
+        if (r.step > 0) next = r.min + Math.round((next - r.min) / r.step) * r.step;
+        if (Math.abs(next - cur) < 1e-9) return "at_limit";
+        return (await this.apply({ exposureCompensation: next })) ? "adjusted" : "failed";
+      }
+      const r = this.time;
+      const cur = Number.isFinite(s.exposureTime) && s.exposureTime > 0 ? s.exposureTime : (r.min + r.max) / 2;
+      let next = Math.min(r.max, Math.max(r.min, cur * Math.pow(2, sign * ev)));
+      if (r.step > 0) next = r.min + Math.round((next - r.min) / r.step) * r.step;
+      if (Math.abs(next - cur) < 1e-9) return "at_limit";
+      return (await this.apply({ exposureMode: "manual", exposureTime: next })) ? "adjusted" : "failed";
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Hold the exposure where it is for the colours (null when the camera cannot). */
+  async lock() {
+    if (!this.canLock) return null;
+    if (this.settings().exposureMode === "manual") return "locked";
+    return (await this.apply({ exposureMode: "manual" })) ? "locked" : "failed";
+  }
+}

@@ -87,6 +87,11 @@ const DEFAULTS = Object.freeze({
   flatLevel: 0.7, // g everywhere in "flat" mode
   delayMs: 0, // extra delay before the light shows on the face (late-response tests)
   mirror: false, // flip the photo left-right
+  // the camera's exposure, a gain on the scene's linear light: `gain` is where its own auto-exposure
+  // sits; with `control` the track takes exposure constraints as Chromium's do
+  // (exposureMode "continuous" | "manual", exposureTime in 100 µs units, the gain
+  // proportional to it) and logs what the page set in `exposureLog`
+  exposure: { gain: 1, control: false },
   // camera channel × screen primary response of skin, rows normalised to 1: the median over
   // 40 bona fide sessions of benchmarks/simulate.py (spectral skin, screen and camera models)
   response: [
@@ -114,6 +119,11 @@ class SyntheticCamera {
       if (this.history.length > 512) this.history.splice(0, this.history.length - 256);
     });
     this.stats = { frames: 0, totalMs: 0, maxMs: 0 };
+    const ex = { ...DEFAULTS.exposure, ...(this.o.exposure || {}) };
+    this.autoGain = Number(ex.gain) > 0 ? Number(ex.gain) : 1;
+    this.gain = this.autoGain;
+    this.exposureControl = !!ex.control;
+    this.exposureLog = [];
     this.running = false;
     this.tracks = new Set();
     this.prepare();
@@ -258,6 +268,7 @@ class SyntheticCamera {
     const g = on * SRGB_TO_LINEAR[rgb[1]];
     const b = on * SRGB_TO_LINEAR[rgb[2]];
     const M = this.lightMaps;
+    const x = this.gain;
     const Z = this.noise;
     const E = LINEAR_TO_SRGB;
     const D = this.out.data;
@@ -266,7 +277,7 @@ class SyntheticCamera {
     let z = (Math.random() * NOISE_LEN) | 0;
     for (let i = 0, m = 0, p = 0; i < n; i++, m += 12, p += 4) {
       for (let c = 0; c < 3; c++) {
-        const v = M[m + c] + M[m + 3 + c] * r + M[m + 6 + c] * g + M[m + 9 + c] * b;
+        const v = x * (M[m + c] + M[m + 3 + c] * r + M[m + 6 + c] * g + M[m + 9 + c] * b);
         let q = (v * top + 0.5) | 0;
         q = q < 0 ? 0 : q > top ? top : q;
         D[p + c] = E[q] + Z[z++ & 0xffff];
@@ -291,14 +302,15 @@ class SyntheticCamera {
     const D = this.out.data;
     const n = this.W * this.H;
     const top = LIN_STEPS - 1;
+    const scale = top * this.gain;
     let z = (Math.random() * NOISE_LEN) | 0;
     for (let i = 0, j = 0, p = 0; i < n; i++, j += 3, p += 4) {
       const s = G[i];
-      let q = (A[j] * (ar + s * sr) * top + 0.5) | 0;
+      let q = (A[j] * (ar + s * sr) * scale + 0.5) | 0;
       D[p] = E[q > top ? top : q] + Z[z++ & 0xffff];
-      q = (A[j + 1] * (ag + s * sg) * top + 0.5) | 0;
+      q = (A[j + 1] * (ag + s * sg) * scale + 0.5) | 0;
       D[p + 1] = E[q > top ? top : q] + Z[z++ & 0xffff];
-      q = (A[j + 2] * (ab + s * sb) * top + 0.5) | 0;
+      q = (A[j + 2] * (ab + s * sb) * scale + 0.5) | 0;
       D[p + 2] = E[q > top ? top : q] + Z[z++ & 0xffff];
     }
   }
@@ -335,8 +347,36 @@ class SyntheticCamera {
   stream() {
     this.start();
     const s = this.canvas.captureStream(this.o.fps);
-    for (const tr of s.getVideoTracks()) this.tracks.add(tr);
+    for (const tr of s.getVideoTracks()) {
+      this.tracks.add(tr);
+      if (this.exposureControl) this.addExposureApi(tr);
+    }
     return s;
+  }
+
+  /** Give a canvas track the exposure constraints of a camera (as Chromium reports them). */
+  addExposureApi(track) {
+    const PER_GAIN = 100; // exposureTime (100 µs units) at the auto-exposure's gain
+    const range = { min: 1, max: 2000, step: 1 };
+    const state = { exposureMode: "continuous", exposureTime: PER_GAIN };
+    const caps = track.getCapabilities ? track.getCapabilities.bind(track) : () => ({});
+    const settings = track.getSettings.bind(track);
+    track.getCapabilities = () => ({ ...caps(), exposureMode: ["continuous", "manual"], exposureTime: { ...range } });
+    track.getSettings = () => ({ ...settings(), ...state });
+    track.applyConstraints = async (c) => {
+      const set = (c && Array.isArray(c.advanced) && c.advanced[0]) || c || {};
+      if (set.exposureMode !== undefined) {
+        if (!["continuous", "manual"].includes(set.exposureMode)) {
+          throw new DOMException("Unsupported constraint", "OverconstrainedError");
+        }
+        state.exposureMode = set.exposureMode;
+      }
+      if (set.exposureTime !== undefined) {
+        state.exposureTime = Math.min(range.max, Math.max(range.min, Number(set.exposureTime)));
+      }
+      this.gain = state.exposureMode === "manual" ? (this.autoGain * state.exposureTime) / PER_GAIN : this.autoGain;
+      this.exposureLog.push({ t: performance.now(), ...state, gain: this.gain });
+    };
   }
 }
 
@@ -413,7 +453,13 @@ export function installTestHook() {
     cameraStats() {
       if (!camera) return null;
       const s = camera.stats;
-      return { frames: s.frames, avgDrawMs: s.frames ? s.totalMs / s.frames : 0, maxDrawMs: s.maxMs };
+      return {
+        frames: s.frames,
+        avgDrawMs: s.frames ? s.totalMs / s.frames : 0,
+        maxDrawMs: s.maxMs,
+        gain: camera.gain,
+        exposureLog: camera.exposureLog.slice(),
+      };
     },
 
     /** Tick both boxes and press Start, as a user would (without a real user gesture). */

@@ -6,7 +6,10 @@ the real server (``stream-ekyc serve --demo``) over WebRTC on 127.0.0.1.
    a far background) → ``passed``;
 2. Chromium's fake camera playing a fixed video of the same face → ``failed`` (the face
    ignores this session's colours);
-3. an empty scene → ``retry`` with ``no_face``.
+3. an empty scene → ``retry`` with ``no_face``;
+4. the same applicant as 1. through a camera whose auto-exposure clips the face and which
+   takes exposure constraints → the server meters the face, the page steps the exposure
+   down and locks it before the colours → ``passed``.
 
 Screenshots of every state each run passes through go to ``test-results/e2e/``, with the
 server's stored result (verdict, reasons, features) of each run as JSON beside them.
@@ -178,23 +181,34 @@ def _consent_screen_checks(run: Run) -> None:
     assert run.hook("states") == ["loading", "consent"]     # the camera was not touched
 
 
-def test_a_responsive_face_passes(server: Server, launch) -> None:
-    # the camera sees the benchmark simulator's bona fide session BONA_FIDE_SEED held still:
-    # the astronaut's photo as the reflectance of a 3-D head with spectral skin, lit by the
-    # page's own colours and the room, a far background, the camera's fixed gain and white
-    # balance (scenes.simulated_bona_fide)
-    scene = scenes.simulated_bona_fide(BONA_FIDE_SEED, BONA_FIDE_PHOTO, **BONA_FIDE_FRAMING)
+@pytest.fixture(scope="module")
+def bona_fide_scene() -> scenes.LightMaps:
+    # the benchmark simulator's bona fide session BONA_FIDE_SEED held still: the astronaut's
+    # photo as the reflectance of a 3-D head with spectral skin, lit by the page's own colours
+    # and the room, a far background, the camera's fixed gain and white balance
+    # (scenes.simulated_bona_fide); the simulator's model of the page's exposure control is
+    # off: here the real page does it
+    return scenes.simulated_bona_fide(BONA_FIDE_SEED, BONA_FIDE_PHOTO, exposure_control=False,
+                                      **BONA_FIDE_FRAMING)
+
+
+def _show_scene(run: Run, scene: scenes.LightMaps, **opts: Any) -> dict[str, Any]:
+    """Open the page with its synthetic camera showing ``scene``."""
     cx, cy, w, h = scene.face
-    run = Run(launch(), server, "live")
     run.context.route("**/__e2e/light-maps.bin",
                       lambda route: route.fulfill(status=200, body=scene.to_bytes(),
                                                   headers={"content-type": "application/octet-stream"}))
+    run.open()
+    return run.page.evaluate(
+        "opts => window.__ekycTest.useSyntheticCamera(null, opts)",
+        {"mode": "live", "units": "frame", "maps": "/__e2e/light-maps.bin",
+         "face": {"cx": cx, "cy": cy, "w": w, "h": h}, **opts})
+
+
+def test_a_responsive_face_passes(server: Server, launch, bona_fide_scene: scenes.LightMaps) -> None:
+    run = Run(launch(), server, "live")
     try:
-        run.open()
-        info = run.page.evaluate(
-            "opts => window.__ekycTest.useSyntheticCamera(null, opts)",
-            {"mode": "live", "units": "frame", "maps": "/__e2e/light-maps.bin",
-             "face": {"cx": cx, "cy": cy, "w": w, "h": h}})
+        info = _show_scene(run, bona_fide_scene)
         assert info["mode"] == "live" and (info["width"], info["height"]) == (640, 480)
         run.shoot_when("consent")
         _consent_screen_checks(run)
@@ -205,10 +219,50 @@ def test_a_responsive_face_passes(server: Server, launch) -> None:
         assert stored["state"] == "done"
         assert stored["result"]["verdict"] == "live", _summary(stored)
         assert stored["events"][:6] == ["created", "connected", "fitting", "challenging", "scoring", "done"]
-        _colour_protocol_checks(_messages(run))
+        msgs = _messages(run)
+        _colour_protocol_checks(msgs)
+        # a canvas track takes no exposure constraints: the page says so, and is asked nothing
+        assert msgs["sent"][0]["caps"]["camera"]["exposure"] is False
+        assert not [m for m in msgs["received"] if m["type"] == "exposure"]
+        assert stored["result"]["counts"]["exposure_requests"] == 0
         assert run.shots == FLOW, run.shots
         assert run.hook("error") is None
         assert "Check complete" in run.page.locator("#view-message").inner_text()   # strings.js: passed_heading
+    finally:
+        run.close()
+
+
+def test_an_overexposed_face_is_metered_and_passes(server: Server, launch,
+                                                   bona_fide_scene: scenes.LightMaps) -> None:
+    # the same applicant, but the camera's auto-exposure sits a stop above the fixed gain of
+    # the test above (it metered a face lit before a darker room): skin highlights clip
+    run = Run(launch(), server, "overexposed")
+    try:
+        _show_scene(run, bona_fide_scene, exposure={"gain": 2.0, "control": True})
+        run.start()
+        outcome = run.follow(FLOW[1:])
+        stored = run.stored()
+        msgs = _messages(run)
+        assert msgs["sent"][0]["caps"]["camera"]["exposure"] is True
+        steps = [m["step"] for m in msgs["received"] if m["type"] == "exposure"]
+        reports = [m["exposure"] for m in msgs["sent"] if m["type"] == "camera"]
+        # the server asked for less light, half a stop at a time, before any colour
+        assert steps and set(steps) == {-1}, steps
+        first_colour = next(i for i, m in enumerate(msgs["received"]) if m["type"] == "colour")
+        last_request = max(i for i, m in enumerate(msgs["received"]) if m["type"] == "exposure")
+        assert last_request < first_colour
+        # the page followed each request and locked the exposure for the colours
+        assert reports[:len(steps)] == ["adjusted"] * len(steps) and reports[-1] == "locked", reports
+        stats = run.hook("cameraStats()")
+        assert stats["exposureLog"][-1]["exposureMode"] == "manual"
+        assert stats["gain"] == pytest.approx(2.0 * 2 ** (-0.5 * len(steps)), rel=0.02)
+        counts = stored["result"]["counts"]
+        assert counts["exposure_requests"] == len(steps) and counts["exposure_steps"] == -len(steps)
+        packet = run.server.packet(run.sid) or {}
+        assert packet.get("camera_reports") == reports
+        _colour_protocol_checks(msgs)
+        assert outcome == {"result": "passed", "reason": None}, _summary(stored)
+        assert stored["result"]["verdict"] == "live", _summary(stored)
     finally:
         run.close()
 

@@ -5,7 +5,8 @@ import pytest
 
 from stream_ekyc.liveness.signals import MID_BINS, MID_V, FaceGeometry, FrameRecord
 from stream_ekyc.pipeline import FrameSlot
-from stream_ekyc.session import FitGate, FitRules, TransitionError, check_transition, guidance, user_reason
+from stream_ekyc.session import (ExposureAdvisor, ExposureRules, FitGate, FitRules, TransitionError, check_transition,
+                                 guidance, user_reason)
 
 
 def test_slot_keeps_the_newest_frame_and_counts_drops():
@@ -96,3 +97,36 @@ def test_fit_gate_takes_its_rules():
     strict = FitGate(0.6, FitRules(max_clipped=0.08))
     assert strict.offer(_rec(clipped=0.2), 0.0) == "too_bright"
     assert FitGate(0.6).offer(_rec(clipped=0.2), 0.0) == "ok"
+
+
+def test_exposure_advice_meters_the_face():
+    adv = ExposureAdvisor()
+    assert adv.advise(_rec()) == 0                          # well exposed: leave it
+    assert adv.advise(_rec(n=0)) == 0                       # no face: nothing to meter
+    assert adv.advise(_rec(n=2)) == 0
+    assert adv.advise(_rec(clipped=0.021)) == -1            # highlights at the limit: half a stop less
+    assert adv.advise(_rec(clipped=0.02)) == 0              # at the headroom limit: keep
+    assert (adv.requests, adv.net_steps) == (1, -1)
+
+
+def test_exposure_advice_never_hunts_and_is_bounded():
+    adv = ExposureAdvisor()
+    assert adv.advise(_rec(luma=40)) == 1                   # dark and nothing clips: brighter
+    assert adv.advise(_rec(luma=40, clipped=0.001)) == 0    # dark but something clips: keep
+    assert adv.advise(_rec(clipped=0.1)) == -1              # overshot: back down
+    assert adv.advise(_rec(luma=40)) == 0                   # never up again once it went down
+    for _ in range(5):
+        adv.advise(_rec(clipped=0.5))
+    assert adv.requests == ExposureRules().max_steps        # bounded over the session
+    assert adv.net_steps == 1 - (ExposureRules().max_steps - 1)
+
+
+def test_gate_restart_starts_the_stable_period_again():
+    gate = FitGate(stable_s=0.6)
+    for t in (0.0, 0.2, 0.4):
+        gate.offer(_rec(), t)
+    gate.restart()
+    gate.offer(_rec(), 0.6)
+    assert not gate.fitted(0.6)
+    gate.offer(_rec(), 1.2)
+    assert gate.fitted(1.2)

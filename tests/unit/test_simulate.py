@@ -195,3 +195,31 @@ def test_framing_shows_the_neck_the_page_asks_for(size):
         assert rec.face is not None and rec.n_faces == 1, seed
         assert np.isfinite(rec.midline[NECK_BINS]).sum() >= 2, seed
         assert guidance(rec, None) not in ("move_back", "move_closer", "centre_face"), (seed, guidance(rec, None))
+
+
+def test_page_exposure_control_meters_the_face_and_changes_nothing_else():
+    # a seed whose first frame clips the face under whole-frame metering (ae_target high)
+    base = dict(QUIET, ae_target=0.3, ambient_ratio=0.3)
+    off_frames, _, off = simulate.render_frames("bona_fide", 3, size=SMALL, exposure_control=False, **base)
+    on_frames, _, on = simulate.render_frames("bona_fide", 3, size=SMALL, exposure_control=True, **base)
+    assert "exposure_steps" not in off and on["exposure_steps"] < 0
+    # the page stepped the gain down in half stops and locked it there
+    ratio = on["ae_gain"][0] / off["ae_gain"][0]
+    assert ratio == pytest.approx(2.0 ** (0.5 * on["exposure_steps"]))
+    assert len(set(on["ae_gain"])) == 1
+    # every drawn parameter but the switch itself is the same
+    drop = ("exposure_control", "exposure_steps", "ae_gain")
+    assert {k: v for k, v in off.items() if k not in drop} == {k: v for k, v in on.items() if k not in drop}
+    # and the face is no longer clipped: fewer face pixels at the sensor limit
+    x0, y0, x1, y1 = _face_box(on)
+    clip = lambda frames: float(np.mean(frames[0][1][y0:y1, x0:x1].max(axis=-1) >= 250))
+    assert clip(on_frames) < clip(off_frames)
+
+
+def test_exposure_control_is_drawn_on_its_own_stream():
+    draws = [simulate.draw_nuisance(s) for s in range(200)]
+    share = np.mean([d["exposure_control"] for d in draws])
+    assert 0.4 < share < 0.6
+    # the switch is the last draw, from a stream of its own: the rest does not depend on it
+    for d in draws[:20]:
+        assert list(d)[-1] == "exposure_control"
