@@ -67,9 +67,10 @@ def render_palette(seed: int, size: tuple[int, int] = (640, 480), fps: float = 3
     import simulate as sim
     from stream_ekyc import challenge as chmod
 
-    # no nod or turn: a variant set replayed back and forth must look like a still applicant
+    # no nod or turn: a variant set replayed back and forth must look like a still applicant;
+    # these clients claim no exposure control (hello), so the simulator's model of it is off
     ov: dict[str, Any] = {"size": list(size), "fps": float(fps), "ae_mode": "locked",
-                          "nod": [0.0, 1.0, 0.0, "pitch"]}
+                          "nod": [0.0, 1.0, 0.0, "pitch"], "exposure_control": False}
     s = sim.Session("bona_fide", seed, ov)
     if s.p["wb_mode"] == "auto":      # grey-world AWB would chase the colours; fix it
         s.p["wb_mode"] = "daylight"

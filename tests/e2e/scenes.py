@@ -121,7 +121,8 @@ def write_replay_y4m(path: Path, framed: Framed, seconds: float = 4.0, fps: int 
 STILL = dict(size=[W, H], drift_px_s=0.0, shake_px=0.0, hand_held=False, ae_mode="locked",
              wb_mode="fixed", flicker_depth=0.0, ambient_drift_per_s=0.0,
              ambient_wobble=[0.0, 2.0, 0.0], tremor=[[0.0, 1.0, 0.0, 0.0]] * 3,
-             roll_wobble_deg=[0.0, 0.2, 0.0], nod=[0.0, 0.4, 0.0, "pitch"], readout_s=0.0)
+             roll_wobble_deg=[0.0, 0.2, 0.0], nod=[0.0, 0.4, 0.0, "pitch"], readout_s=0.0,
+             exposure_control=False)   # the real page sets the synthetic camera's exposure
 
 
 @dataclass(frozen=True)

@@ -187,9 +187,8 @@ def bona_fide_scene() -> scenes.LightMaps:
     # photo as the reflectance of a 3-D head with spectral skin, lit by the page's own colours
     # and the room, a far background, the camera's fixed gain and white balance
     # (scenes.simulated_bona_fide); the simulator's model of the page's exposure control is
-    # off: here the real page does it
-    return scenes.simulated_bona_fide(BONA_FIDE_SEED, BONA_FIDE_PHOTO, exposure_control=False,
-                                      **BONA_FIDE_FRAMING)
+    # off (scenes.STILL): here the real page does it
+    return scenes.simulated_bona_fide(BONA_FIDE_SEED, BONA_FIDE_PHOTO, **BONA_FIDE_FRAMING)
 
 
 def _show_scene(run: Run, scene: scenes.LightMaps, **opts: Any) -> dict[str, Any]:
