@@ -9,7 +9,8 @@ the real server (``stream-ekyc serve --demo``) over WebRTC on 127.0.0.1.
 3. an empty scene → ``retry`` with ``no_face``;
 4. the same applicant as 1. through a camera whose auto-exposure clips the face and which
    takes exposure constraints → the server meters the face, the page steps the exposure
-   down and locks it before the colours → ``passed``.
+   down and locks it before the colours → ``passed``;
+5. the page's exposure control on Chromium's own fake camera (exposure time, lock).
 
 Screenshots of every state each run passes through go to ``test-results/e2e/``, with the
 server's stored result (verdict, reasons, features) of each run as JSON beside them.
@@ -326,6 +327,39 @@ def test_an_empty_scene_asks_to_retry_with_no_face(server: Server, launch) -> No
         assert "couldn't see your face" in shown, shown     # strings.js: reason_no_face
         assert run.page.get_by_role("button", name="Try again").is_visible()
         assert run.shots == ["consent", "fitting", "outcome"], run.shots
+    finally:
+        run.close()
+
+
+def test_exposure_control_drives_chromiums_camera(server: Server, launch) -> None:
+    """The page's ExposureControl against Chromium's own camera implementation (its fake
+    device takes exposureMode "manual" and exposureTime, in 100 µs units), not a mimic."""
+    run = Run(launch(), server, "exposure-api")
+    try:
+        run.open()
+        got = run.page.evaluate("""async () => {
+            const { ExposureControl } = await import("/s/camera.js");
+            const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+            const track = stream.getVideoTracks()[0];
+            const c = new ExposureControl(track);
+            const time = () => track.getSettings().exposureTime;
+            const out = { settable: c.settable, t0: time() };
+            out.down = await c.step(-1);
+            out.t1 = time();
+            out.up = await c.step(1);
+            out.t2 = time();
+            await track.applyConstraints({ advanced: [{ exposureMode: "manual", exposureTime: c.time.min }] });
+            out.floor = await c.step(-1);
+            out.lock = await c.lock();
+            out.mode = track.getSettings().exposureMode;
+            stream.getTracks().forEach((t) => t.stop());
+            return out;
+        }""")
+        assert got["settable"] is True, got
+        assert got["down"] == "adjusted" and got["t1"] == pytest.approx(got["t0"] / 2 ** 0.5, abs=1), got
+        assert got["up"] == "adjusted" and got["t2"] == pytest.approx(got["t0"], abs=1), got
+        assert got["floor"] == "at_limit", got
+        assert got["lock"] == "locked" and got["mode"] == "manual", got
     finally:
         run.close()
 
