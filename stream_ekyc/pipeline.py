@@ -65,6 +65,9 @@ from .vp8_evidence import RTP_CLOCK, WEBM, Vp8FrameBuffer, mux_webm
 
 log = logging.getLogger(__name__)
 
+# what the page may report of its camera after an exposure request or the lock (``camera``)
+CAMERA_REPORTS = frozenset({"adjusted", "at_limit", "failed", "unsupported", "locked"})
+
 
 def packet_json(packet: dict[str, Any]) -> bytes:
     """The algorithm packet as compact JSON (UTF-8). orjson formats its thousands of floats
@@ -356,8 +359,10 @@ class LivePipeline:
         elif kind == "hello" and isinstance(msg.get("caps"), dict):
             self.caps = {k: v for k, v in msg["caps"].items() if k in ("screen", "camera", "reduced_motion",
                                                                         "touch", "lang")}
-        elif kind == "camera" and isinstance(msg.get("exposure"), str) and len(self.camera_reports) < 16:
-            self.camera_reports.append(msg["exposure"][:24])
+        elif kind == "camera" and len(self.camera_reports) < 16:
+            # only the codes the page sends (docs/protocol.md): nothing else reaches the packet
+            got = msg.get("exposure")
+            self.camera_reports.append(got if got in CAMERA_REPORTS else "other")
         elif kind == "bye":
             self.abort("applicant_left")
 
@@ -477,13 +482,11 @@ class LivePipeline:
             code = gate.offer(rec, now)
             if rec.detected and now - last_exposure >= cfg.exposure_every_s and self._exposure_settable():
                 step = self.exposure.advise(rec)
-                if step:
-                    # half a stop; the stable period starts again once the camera has settled
+                if step:      # half a stop
                     self.send({"type": "exposure", "step": step})
                     last_exposure = now
-                    gate.restart()
             if now - last_exposure < cfg.exposure_every_s:
-                gate.restart()
+                gate.restart()    # the stable period starts again once the camera has settled
             if code != last_code or now - last_sent >= cfg.guidance_every_s:
                 self.send({"type": "guidance", "code": code})
                 last_code, last_sent = code, now
