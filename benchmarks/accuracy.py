@@ -126,12 +126,12 @@ def summarise(rows: list[dict], threshold: float) -> dict:
             d[code] = d.get(code, 0) + 1
     # by whether the page could set the camera's exposure (simulate.py: exposure_control)
     by_control: dict[str, dict] = {}
-    for key in ("true", "false"):
-        sub = [r for r in rows if str(r.get("meta", {}).get("exposure_control")).lower() == key]
+    for control in (True, False):
+        sub = [r for r in rows if r.get("meta", {}).get("exposure_control") is control]
         b = [r for r in sub if r["species"] == "bona_fide"]
         if not sub:
             continue
-        by_control[key] = {
+        by_control[str(control).lower()] = {
             "bona_fide": len(b),
             "bpcer": sum(r["verdict"] != "live" for r in b) / max(1, len(b)),
             "retry_share": sum(r["verdict"] == "retry" for r in b) / max(1, len(b)),

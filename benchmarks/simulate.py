@@ -1433,6 +1433,7 @@ class Session:
         colour = (wb[::-1] / wb[1] * 16383).astype(np.float32)
         while True:
             lin = np.clip(raw * (np.float32(G) * colour), 0, 16383)
+            # a fresh analyzer each time: a detection on every look, never a held face
             rec = FrameAnalyzer().analyze(0.0, np.take(SRGB_LUT, lin.astype(np.uint16)))
             step = advisor.advise(rec)
             if not step:

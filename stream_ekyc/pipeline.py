@@ -482,8 +482,8 @@ class LivePipeline:
             code = gate.offer(rec, now)
             if rec.detected and now - last_exposure >= cfg.exposure_every_s and self._exposure_settable():
                 step = self.exposure.advise(rec)
-                if step:      # half a stop
-                    self.send({"type": "exposure", "step": step})
+                if step:
+                    self.send({"type": "exposure", "step": step, "ev": self.exposure.rules.step_ev})
                     last_exposure = now
             if now - last_exposure < cfg.exposure_every_s:
                 gate.restart()    # the stable period starts again once the camera has settled

@@ -291,7 +291,7 @@ export class App {
       case "prepare":
         return this.onPrepare(msg.in_ms);
       case "exposure":
-        return this.onExposure(msg.step);
+        return this.onExposure(msg.step, msg.ev);
       case "progress":
         return this.view.setProgress(msg.value);
       case "outcome":
@@ -351,12 +351,13 @@ export class App {
     }
   }
 
-  /** The server metered the face: half a stop darker (step < 0) or brighter. */
-  onExposure(step) {
+  /** The server metered the face: `ev` stops darker (step < 0) or brighter. */
+  onExposure(step, ev) {
     const control = this.exposure;
     if (!control || !Number.isFinite(step) || step === 0) return;
+    const stops = Number.isFinite(ev) && ev > 0 && ev <= 2 ? ev : 0.5;
     const ch = this.channel;
-    control.step(step).then((done) => this.send({ type: "camera", exposure: done }, ch));
+    control.step(step, stops).then((done) => this.send({ type: "camera", exposure: done }, ch));
   }
 
   onPrepare(inMs) {

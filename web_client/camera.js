@@ -98,6 +98,12 @@ export function trackCaps(track) {
   };
 }
 
+/** `value` within a capability range {min, max, step}, on its steps. */
+function snap(r, value) {
+  const v = Math.min(r.max, Math.max(r.min, value));
+  return r.step > 0 ? r.min + Math.round((v - r.min) / r.step) * r.step : v;
+}
+
 /**
  * The camera's exposure, as far as the browser lets the page set it (Image Capture
  * constraints: `exposureCompensation`, or `exposureMode: "manual"` with `exposureTime`;
@@ -150,7 +156,7 @@ export class ExposureControl {
     }
   }
 
-  /** Half a stop (ev) darker (dir < 0) or brighter (dir > 0). */
+  /** `ev` stops (the server's request says how many) darker (dir < 0) or brighter (dir > 0). */
   async step(dir, ev = 0.5) {
     if (!this.settable) return "unsupported";
     if (this.busy) return "failed";
@@ -158,20 +164,21 @@ export class ExposureControl {
     try {
       const s = this.settings();
       const sign = dir < 0 ? -1 : 1;
+      let cur;
+      let next;
+      let set;
       if (this.compensation) {
-        const r = this.compensation;
-        const cur = Number.isFinite(s.exposureCompensation) ? s.exposureCompensation : 0;
-        let next = Math.min(r.max, Math.max(r.min, cur + sign * ev));
-        if (r.step > 0) next = r.min + Math.round((next - r.min) / r.step) * r.step;
-        if (Math.abs(next - cur) < 1e-9) return "at_limit";
-        return (await this.apply({ exposureCompensation: next })) ? "adjusted" : "failed";
+        cur = Number.isFinite(s.exposureCompensation) ? s.exposureCompensation : 0;
+        next = snap(this.compensation, cur + sign * ev);
+        set = { exposureCompensation: next };
+      } else {
+        const r = this.time;
+        cur = Number.isFinite(s.exposureTime) && s.exposureTime > 0 ? s.exposureTime : (r.min + r.max) / 2;
+        next = snap(r, cur * Math.pow(2, sign * ev));
+        set = { exposureMode: "manual", exposureTime: next };
       }
-      const r = this.time;
-      const cur = Number.isFinite(s.exposureTime) && s.exposureTime > 0 ? s.exposureTime : (r.min + r.max) / 2;
-      let next = Math.min(r.max, Math.max(r.min, cur * Math.pow(2, sign * ev)));
-      if (r.step > 0) next = r.min + Math.round((next - r.min) / r.step) * r.step;
       if (Math.abs(next - cur) < 1e-9) return "at_limit";
-      return (await this.apply({ exposureMode: "manual", exposureTime: next })) ? "adjusted" : "failed";
+      return (await this.apply(set)) ? "adjusted" : "failed";
     } finally {
       this.busy = false;
     }

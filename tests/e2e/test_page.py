@@ -248,6 +248,7 @@ def test_an_overexposed_face_is_metered_and_passes(server: Server, launch,
         reports = [m["exposure"] for m in msgs["sent"] if m["type"] == "camera"]
         # the server asked for less light, half a stop at a time, before any colour
         assert steps and set(steps) == {-1}, steps
+        assert {m["ev"] for m in msgs["received"] if m["type"] == "exposure"} == {0.5}
         first_colour = next(i for i, m in enumerate(msgs["received"]) if m["type"] == "colour")
         last_request = max(i for i, m in enumerate(msgs["received"]) if m["type"] == "exposure")
         assert last_request < first_colour
