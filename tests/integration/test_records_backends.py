@@ -112,6 +112,51 @@ async def test_two_stores_creating_one_sqlite_file_at_once_both_open(tmp_path):
             await asyncio.gather(a.close(), b.close())
 
 
+async def test_a_write_is_all_or_nothing(records):
+    # SQLite runs a write whole on its worker thread (one hop, BEGIN to COMMIT); both
+    # backends must keep a failed write's earlier statements out of the database
+    async with records.open() as rec:
+        await _app_and_session(rec)
+
+        async def fails_half_way(db):
+            await db.execute("INSERT INTO session_events (session_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                             "ses_1", T0 + 1, "fitting", "half")
+            raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError):
+            await rec._write(fails_half_way)
+        assert await records.sql("SELECT detail FROM session_events WHERE detail = 'half'") == []
+
+        async def conflicts(db):
+            await db.execute("INSERT INTO session_events (session_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                             "ses_1", T0 + 1, "fitting", "half")
+            await db.execute("INSERT INTO apps (app_id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
+                             "app_x", "again", "h" * 64, T0)
+
+        with pytest.raises(RecordsConflict):
+            await rec._write(conflicts)
+        assert await records.sql("SELECT detail FROM session_events WHERE detail = 'half'") == []
+
+        # a state change still goes through whole, with its event, and the store stays usable
+        assert await rec.update_session("ses_1", expected_state="created", now=T0 + 2, state="connected")
+        assert [e["state"] for e in await rec.session_events("ses_1")][-1] == "connected"
+
+
+async def test_sqlite_write_may_only_await_its_database(tmp_path):
+    async with open_records(f"sqlite:///{tmp_path}/r.sqlite3") as rec:
+        await _app_and_session(rec)
+
+        async def sleeps(db):
+            await db.execute("INSERT INTO session_events (session_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                             "ses_1", T0 + 1, "fitting", "half")
+            await asyncio.sleep(0)      # not the database: refused, rolled back
+
+        with pytest.raises(RecordsError, match="other than its database"):
+            await rec._write(sleeps)
+        assert [e["detail"] for e in await rec.session_events("ses_1")].count("half") == 0
+        assert (await rec.get_session("ses_1"))["state"] == "created"
+
+
 async def test_newer_schema_is_refused(records):
     async with records.open():
         pass
