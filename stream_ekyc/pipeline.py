@@ -69,14 +69,23 @@ log = logging.getLogger(__name__)
 CAMERA_REPORTS = frozenset({"adjusted", "at_limit", "failed", "unsupported", "locked"})
 
 
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):        # as orjson writes them: NaN and infinities as null
+        return np.where(np.isfinite(o), o, None).tolist() if o.dtype.kind == "f" else o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON: {type(o).__name__}")
+
+
 def packet_json(packet: dict[str, Any]) -> bytes:
     """The algorithm packet as compact JSON (UTF-8). orjson formats its thousands of floats
     several times faster than ``json`` (the same shortest round-trip digits, so the parsed
-    packet is equal); anything orjson refuses goes through ``json``."""
+    packet is equal), numpy arrays included (``records_to_dicts(..., arrays=True)``);
+    anything orjson refuses goes through ``json``."""
     try:
         return orjson.dumps(packet, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:
-        return json.dumps(packet, separators=(",", ":")).encode()
+        return json.dumps(packet, separators=(",", ":"), default=_json_default).encode()
 
 
 @dataclass(frozen=True)
@@ -671,7 +680,7 @@ class LivePipeline:
 
         def encode() -> tuple[bytes, float]:   # several ms for a session's records: not on the event loop
             started = time.thread_time()
-            packet["records"] = records_to_dicts(records)
+            packet["records"] = records_to_dicts(records, arrays=True)
             data = packet_json(packet)
             return data, time.thread_time() - started
 

@@ -112,21 +112,22 @@ class FrameRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        # scalars are rounded as Python floats (a numpy scalar's round costs ten times more)
         def arr(a):   # JSON has no NaN: a value not measured (a bin outside the frame) is null
             if a is None:
                 return None
             a = np.round(np.asarray(a, dtype=np.float64), 6)
             finite = np.isfinite(a)
             return a.tolist() if finite.all() else np.where(finite, a, None).tolist()
-        d: dict[str, Any] = {"t": round(self.t, 4), "w": self.width, "h": self.height,
+        d: dict[str, Any] = {"t": round(float(self.t), 4), "w": self.width, "h": self.height,
                              "n_faces": self.n_faces}
         if self.face is not None:
-            d["face"] = {"box": [round(v, 1) for v in self.face.box],
+            d["face"] = {"box": [round(float(v), 1) for v in self.face.box],
                          "landmarks": np.round(self.face.landmarks, 1).tolist(),
-                         "score": round(self.face.score, 3)}
+                         "score": round(float(self.face.score), 3)}
             d.update(patches=arr(self.patches), quartiles=arr(self.quartiles), skin=arr(self.skin),
-                     luma=round(self.luma, 2), clipped=round(self.clipped, 4),
-                     crushed=round(self.crushed, 4), sharpness=round(self.sharpness, 2),
+                     luma=round(float(self.luma), 2), clipped=round(float(self.clipped), 4),
+                     crushed=round(float(self.crushed), 4), sharpness=round(float(self.sharpness), 2),
                      midline=arr(self.midline))
             if not self.detected:
                 d["detected"] = False
@@ -151,22 +152,30 @@ class FrameRecord:
 _ARRAY_FIELDS = ("patches", "quartiles", "skin", "midline", "background")
 
 
-def records_to_dicts(records: list[FrameRecord]) -> list[dict[str, Any]]:
+def records_to_dicts(records: list[FrameRecord], *, arrays: bool = False) -> list[dict[str, Any]]:
     """``[r.to_dict() for r in records]``, equal to it value for value and key for key, with
     each array field rounded and listed for all records at once (a session's records go
     into the algorithm packet: per record, the numpy calls cost more than the numbers).
-    Records whose arrays differ in shape (never the analysis's) take ``to_dict`` one by one."""
+    Records whose arrays differ in shape (never the analysis's) take ``to_dict`` one by one.
 
-    def listed(arrays: list[Any], digits: int) -> list[Any] | None:
-        have = [a for a in arrays if a is not None]
+    ``arrays=True``: the array fields stay rounded numpy rows (NaN where ``to_dict`` has
+    null), for orjson to write with ``OPT_SERIALIZE_NUMPY`` — the same JSON text, byte for
+    byte (orjson writes NaN as null and the same shortest digits), without first making
+    Python lists of some ten thousand floats."""
+
+    def listed(values: list[Any], digits: int) -> list[Any] | None:
+        have = [a for a in values if a is not None]
         if not have:
-            return arrays
+            return values
         if len({np.shape(a) for a in have}) != 1:
             return None
         a = np.round(np.asarray(have, dtype=np.float64), digits)
-        finite = np.isfinite(a)   # JSON has no NaN: a value not measured is null
-        it = iter(a.tolist() if finite.all() else np.where(finite, a, None).tolist())
-        return [None if x is None else next(it) for x in arrays]
+        if arrays:
+            it = iter(a)
+        else:
+            finite = np.isfinite(a)   # JSON has no NaN: a value not measured is null
+            it = iter(a.tolist() if finite.all() else np.where(finite, a, None).tolist())
+        return [None if x is None else next(it) for x in values]
 
     cols = {name: listed([getattr(r, name) for r in records], 6) for name in _ARRAY_FIELDS}
     cols["landmarks"] = listed([None if r.face is None else r.face.landmarks for r in records], 1)
@@ -174,13 +183,13 @@ def records_to_dicts(records: list[FrameRecord]) -> list[dict[str, Any]]:
         return [r.to_dict() for r in records]
     dicts = []
     for i, r in enumerate(records):
-        d: dict[str, Any] = {"t": round(r.t, 4), "w": r.width, "h": r.height, "n_faces": r.n_faces}
+        d: dict[str, Any] = {"t": round(float(r.t), 4), "w": r.width, "h": r.height, "n_faces": r.n_faces}
         if r.face is not None:
-            d["face"] = {"box": [round(v, 1) for v in r.face.box], "landmarks": cols["landmarks"][i],
-                         "score": round(r.face.score, 3)}
+            d["face"] = {"box": [round(float(v), 1) for v in r.face.box], "landmarks": cols["landmarks"][i],
+                         "score": round(float(r.face.score), 3)}
             d.update(patches=cols["patches"][i], quartiles=cols["quartiles"][i], skin=cols["skin"][i],
-                     luma=round(r.luma, 2), clipped=round(r.clipped, 4), crushed=round(r.crushed, 4),
-                     sharpness=round(r.sharpness, 2), midline=cols["midline"][i])
+                     luma=round(float(r.luma), 2), clipped=round(float(r.clipped), 4), crushed=round(float(r.crushed), 4),
+                     sharpness=round(float(r.sharpness), 2), midline=cols["midline"][i])
             if not r.detected:
                 d["detected"] = False
         d["background"] = cols["background"][i]

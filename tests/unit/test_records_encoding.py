@@ -80,3 +80,23 @@ def test_packet_json_falls_back_for_what_orjson_refuses() -> None:
 
     big = {"n": 1 << 70}                       # beyond 64 bits: orjson refuses, json does not
     assert json.loads(packet_json(big)) == big
+
+
+def test_packet_records_as_arrays_are_the_same_json_text() -> None:
+    """The live packet keeps the array fields as numpy rows (``arrays=True``); the bytes
+    written are the lists' bytes exactly, nulls for bins not measured included, and the
+    fallback encoder writes them the same way."""
+    from stream_ekyc.pipeline import packet_json
+
+    recs = _records()
+    lists = {"version": 1, "records": records_to_dicts(recs)}
+    rows = {"version": 1, "records": records_to_dicts(recs, arrays=True)}
+    assert isinstance(rows["records"][0]["patches"], np.ndarray)
+    assert packet_json(rows) == packet_json(lists)
+    odd = _records()
+    odd[2].patches = np.zeros((10, 3))         # the one-by-one path: plain lists either way
+    assert packet_json({"records": records_to_dicts(odd, arrays=True)}) == \
+        packet_json({"records": records_to_dicts(odd)})
+    # what orjson refuses (an int beyond 64 bits) goes through json, arrays and all
+    big = {**rows, "n": 1 << 70}
+    assert json.loads(packet_json(big)) == json.loads(packet_json({**lists, "n": 1 << 70}))
