@@ -252,16 +252,18 @@ class LiveSessions:
         media = app[MEDIA]
         ev = result.evidence
         stored: dict[str, Any] = {}
+        items: list[tuple[str, str, bytes, str]] = []
         if ev.best_jpeg:
-            await media.put(sid, "best_frame", "best.jpg", ev.best_jpeg, "image/jpeg", delete_at)
+            items.append(("best_frame", "best.jpg", ev.best_jpeg, "image/jpeg"))
             stored["best_frame"] = True
         for i, jpg in enumerate(ev.audit_jpegs):
-            await media.put(sid, "audit_frame", f"audit_{i}.jpg", jpg, "image/jpeg", delete_at)
+            items.append(("audit_frame", f"audit_{i}.jpg", jpg, "image/jpeg"))
         stored["audit_frames"] = len(ev.audit_jpegs)
-        await media.put(sid, "packet", "packet.json", ev.packet, "application/json", delete_at)
+        items.append(("packet", "packet.json", ev.packet, "application/json"))
         if ev.video:
             name = "challenge.webm" if ev.video_type == WEBM else "challenge.mp4"
-            await media.put(sid, "video", name, ev.video, ev.video_type, delete_at)
+            items.append(("video", name, ev.video, ev.video_type))
+        await media.put_many(sid, items, delete_at)   # one deadline write, one seal hop, one check
         if result.verdict is None:
             await set_state(app, sid, "failed", expected=("connected", "fitting", "challenging", "scoring"),
                             detail=result.reason or "aborted")

@@ -519,17 +519,20 @@ class SQLRecords(RecordsStore):
         return {s: got.get(s, 0) for s in states}
 
     # -- media deadlines and leases ---------------------------------------------------------
-    async def add_media_object(self, key: str, session_id: str, kind: str, content_type: str,
-                               size: int, created_at: float, delete_at: float) -> None:
+    async def add_media_objects(self, objects: list[tuple[str, str, str, str, int]], *,
+                                created_at: float, delete_at: float) -> None:
+        rows = [(key, sid, kind, ct, size, created_at, delete_at) for key, sid, kind, ct, size in objects]
+        if not rows:
+            return
+
         async def w(db: DB) -> None:
             # a rewrite of the same key keeps the earliest deadline and revives the record
-            await db.execute(
+            await db.executemany(
                 "INSERT INTO media_objects (key, session_id, kind, content_type, size, created_at, delete_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
                 " content_type = excluded.content_type, size = excluded.size,"
                 f" delete_at = {self.DIALECT.least}(media_objects.delete_at, excluded.delete_at),"
-                " deleted_at = NULL, deleted_reason = NULL",
-                key, session_id, kind, content_type, size, created_at, delete_at)
+                " deleted_at = NULL, deleted_reason = NULL", rows)
         await self._write(w)
 
     async def media_object(self, key: str) -> dict[str, Any] | None:

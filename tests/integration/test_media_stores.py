@@ -54,20 +54,53 @@ async def test_put_get_list_delete(backend, records_url):
                 await media.get(bad)
 
 
+async def test_put_many_stores_a_sessions_evidence_at_once(backend, records_url):
+    """A session's evidence in one call: each object sealed, recorded with the deadline and
+    readable, as ``put`` one by one would leave them; a bad key refuses the whole call
+    before anything is written."""
+    clock = Clock()
+    async with opened(backend, records_url, clock, master_key=os.urandom(32)) as (records, media):
+        big = os.urandom(EXECUTOR_THRESHOLD + 1)
+        items = [("best_frame", "best.jpg", JPEG, "image/jpeg"), ("audit_frame", "audit_0.jpg", JPEG[:50], "image/jpeg"),
+                 ("packet", "packet.json", PACKET, "application/json"), ("video", "challenge.webm", big, "video/webm")]
+        keys = await media.put_many("ses_m", items, clock() + 7200)
+        assert keys == ["ses_m/best_frame/best.jpg", "ses_m/audit_frame/audit_0.jpg", "ses_m/packet/packet.json",
+                        "ses_m/video/challenge.webm"]
+        for key, (_, _, data, _) in zip(keys, items):
+            assert await media.get(key) == data
+            raw = await backend.raw_read(key)
+            assert raw is not None and raw[:4] == b"SEK\x01" and data[:40] not in raw
+        rows = {r["key"]: r for r in await records.media_objects("ses_m")}
+        assert {k: (rows[k]["size"], rows[k]["delete_at"]) for k in keys} == \
+            {k: (len(d), clock() + 7200) for k, (_, _, d, _) in zip(keys, items)}
+        before = await backend.raw_keys()
+        for bad in ([("packet", "../x", PACKET, "application/json")],
+                    [("packet", "p.json", PACKET, "application/json")] * 2):
+            with pytest.raises(MediaKeyError):
+                await media.put_many("ses_n", [("best_frame", "best.jpg", JPEG, "image/jpeg")] + bad, clock() + 60)
+        assert await backend.raw_keys() == before and await records.media_objects("ses_n") == []
+        assert await media.put_many("ses_n", [], clock() + 60) == []
+
+
 async def test_a_sweep_between_the_deadline_row_and_the_bytes_leaves_nothing_behind(backend, records_url):
     """The deadline is recorded before the bytes are written; a sweeper that deletes the
     object in between finds no bytes, so the writer removes what it wrote after."""
     clock = Clock()
     async with opened(backend, records_url, clock) as (records, media):
-        write = media._write
+        write = media._write_many
 
-        async def swept_meanwhile(key: str, data: bytes, content_type: str) -> None:
-            assert await records.mark_media_deleted([key], clock(), "retention") == 1
-            await write(key, data, content_type)
-        media._write = swept_meanwhile            # type: ignore[method-assign]
+        async def swept_meanwhile(objects: list[tuple[str, bytes, str]]) -> None:
+            assert await records.mark_media_deleted([objects[0][0]], clock(), "retention") == 1
+            await write(objects)
+        media._write_many = swept_meanwhile       # type: ignore[method-assign]
         key = await media.put("ses_r", "video", "challenge.mp4", JPEG, "video/mp4", clock() + 1)
         assert not await media.exists(key) and await backend.raw_keys() == []
-        media._write = write                      # type: ignore[method-assign]
+        # of a session's evidence written at once, only the object swept meanwhile goes
+        keys = await media.put_many("ses_r", [("best_frame", "best.jpg", JPEG, "image/jpeg"),
+                                              ("packet", "packet.json", PACKET, "application/json")], clock() + 1)
+        assert not await media.exists(keys[0]) and await media.get(keys[1]) == PACKET
+        await media.remove(keys[1])
+        media._write_many = write                 # type: ignore[method-assign]
         kept = await media.put("ses_r", "packet", "packet.json", PACKET, "application/json", clock() + 7200)
         assert await media.get(kept) == PACKET   # an ordinary write is untouched
 
