@@ -61,7 +61,7 @@ class Settings:
     records_ttl_s: float = 730 * 86400.0  # monitoring, operation logs, sessions: kept 2 years
     prices: PriceTable = field(default_factory=PriceTable.default)  # fee per interface (pricing.py)
     max_sessions: int = 8           # concurrent live sessions; beyond: 503 busy
-    analysis_threads: int = field(default_factory=lambda: default_analysis_threads())  # the shared CPU executor
+    analysis_threads: int = field(default_factory=default_analysis_threads)  # the shared CPU executor
     demo: bool = False
     ice_loopback_only: bool = False  # dev/test only: gather loopback candidates only
     decode_only: bool = False       # benchmark baseline: receive and decode frames, nothing else

@@ -93,12 +93,6 @@ def open_sealed(data_key: bytes, session_id: str, key: str, blob: bytes) -> byte
         raise MediaCryptoError("object does not decrypt (wrong key, key or session, or tampered)") from None
 
 
-async def seal_async(data_key: bytes, session_id: str, key: str, plaintext: bytes) -> bytes:
-    if len(plaintext) > EXECUTOR_THRESHOLD:
-        return await asyncio.to_thread(seal, data_key, session_id, key, plaintext)
-    return seal(data_key, session_id, key, plaintext)
-
-
 async def seal_many_async(data_key: bytes, session_id: str, keys: list[str],
                           plaintexts: list[bytes]) -> list[bytes]:
     """``seal`` for several objects of one session: in one worker-thread hop when together

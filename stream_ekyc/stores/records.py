@@ -123,18 +123,12 @@ class RecordsStore(abc.ABC):
     async def count_sessions_by_state(self, states: Collection[str] = ACTIVE_STATES) -> dict[str, int]: ...
 
     # media deadlines ------------------------------------------------------------------------
-    async def add_media_object(self, key: str, session_id: str, kind: str, content_type: str,
-                               size: int, created_at: float, delete_at: float) -> None:
-        """Record an object and its deletion deadline (before its bytes are written)."""
-        await self.add_media_objects([(key, session_id, kind, content_type, size)],
-                                     created_at=created_at, delete_at=delete_at)
-
     @abc.abstractmethod
     async def add_media_objects(self, objects: list[tuple[str, str, str, str, int]], *,
                                 created_at: float, delete_at: float) -> None:
-        """``add_media_object`` for ``(key, session_id, kind, content_type, size)`` rows with
-        one deadline, in one transaction. A rewrite of a key keeps the earlier deadline and
-        revives the record."""
+        """Record objects, ``(key, session_id, kind, content_type, size)`` each, and their one
+        deletion deadline (before their bytes are written), in one transaction. A rewrite of
+        a key keeps the earlier deadline and revives the record."""
 
     @abc.abstractmethod
     async def media_object(self, key: str) -> dict[str, Any] | None: ...

@@ -65,7 +65,7 @@ def test_large_objects_seal_in_a_worker_thread():
     big = os.urandom(crypto.EXECUTOR_THRESHOLD + 1)
 
     async def go() -> bytes:
-        blob = await crypto.seal_async(dk, "s", "s/video/v", big)
+        [blob] = await crypto.seal_many_async(dk, "s", ["s/video/v"], [big])
         return await crypto.open_async(dk, "s", "s/video/v", blob)
     assert asyncio.run(go()) == big
 
