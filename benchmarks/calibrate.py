@@ -45,6 +45,13 @@ with L2 30 (the default since; L2 10: 25.3 / 24.7 / 18.7, 20: 24.1 / 22.9 / 19.0
 22.3 / 19.2) against 23.7 / 21.7 / 18.7 % fitted freely with L2 10 (20: 23.1 / 21.6 / 19.1);
 higher than the free fit in 19, 20 and 17 of the 30 shuffles, lower in 6, 6 and 4. That is
 the price of failing closed by construction: about one point.
+The drop to the chin measured on the midline's finer bins (``gain_jaw``, beside the grid's
+``gain_chin``): out of fold, 30 shuffles, on the 650 tuning sessions of simulator version 3,
+18.65 / 17.1 / 12.8 % at APCER <= 1 / 2 / 5 % against 20.8 / 19.5 / 14.0 % without it,
+lower in 26, 29 and 26 of the 30 shuffles and higher in one. Tried on the same sessions and
+not kept: the gain map's curvature (a quadratic surface over the grid, each direction on its
+own, their minimum, or in standard errors: a face is curved both ways, a sheet at most one;
+20.4 / 19.2 / 15.2 % at best, for the horizontal one) and the midline's vertical curvature.
 Distances from the *attacks'* tuning sessions (one per species, for its head) were tried too
 and not kept: in a variant of this fit that standardises each head's rows on their own,
 27.3 / 22.4 / 13.7 % against that variant's 27.3 / 23.5 / 15.2 %, no better at 1 %, and an

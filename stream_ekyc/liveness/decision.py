@@ -44,6 +44,7 @@ TRANSFORMS: dict[str, tuple[str, float, float]] = {
     "gain_outer": ("gain_outer", -1.0, 2.0),
     "gain_chin": ("gain_chin", -1.0, 2.0),
     "gain_neck": ("gain_neck", -1.0, 3.0),
+    "gain_jaw": ("gain_jaw", -1.0, 2.0),
     "gain_relief": ("gain_relief", 0.0, 1.5),
     "spec_rg": ("spec_rg", -2.0, 2.0),
     "spec_gb": ("spec_gb", -2.0, 2.0),
@@ -121,7 +122,7 @@ TYPICALITY = "typicality"
 #: a live verdict (fail closed: being unlike a live face is never evidence of one): the fit
 #: holds these weights <= 0 and ``Calibration.load`` refuses a calibration that does not.
 TYPICALITY_GROUPS: dict[str, tuple[str, ...]] = {
-    "typicality_shape": ("gain_centre", "gain_outer", "gain_chin", "gain_neck", "gain_relief"),
+    "typicality_shape": ("gain_centre", "gain_outer", "gain_chin", "gain_neck", "gain_jaw", "gain_relief"),
     "typicality_response": ("fit", "log_f", "log_rel", "bg_ratio", "mult_slope"),
     "typicality_spectrum": ("spec_rg", "spec_gb", "spec_rb", "spec_diag"),
 }

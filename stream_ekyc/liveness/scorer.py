@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..challenge import Challenge
-from .signals import CHIN_BINS, GRID_COLS, MID_BINS, NECK_BINS, PATCH_U, PATCH_V, FrameRecord
+from .signals import CHIN_BINS, GRID_COLS, JAW_BINS, MID_BINS, MOUTH_BINS, NECK_BINS, PATCH_U, PATCH_V, FrameRecord
 
 LAG_MAX_S = 1.2
 LAG_STEP_S = 0.01
@@ -217,6 +217,9 @@ def _gain_shape(v: dict[str, float], g: np.ndarray, se: np.ndarray, gm: np.ndarr
     - ``gain_outer``: the cheeks over the face's sides (turned further away on a head; on a
       print cut out along the head, the same sheet);
     - ``gain_chin``: the nose tip over the chin below it;
+    - ``gain_jaw``: the same drop on the midline's 0.25-IOD bins, which find the peak
+      between the nose tip and the mouth wherever the face puts it: the strongest gain
+      there over the mean on the chin's front (NaN unless all those bins are in view);
     - ``gain_relief``: how far the face's interior departs from any plane (RMS over the
       twelve interior cells; a print, tilted or gently bent, stays close to one);
     - ``gain_neck``: on the midline, the strongest gain from mouth to chin over the weakest
@@ -228,6 +231,9 @@ def _gain_shape(v: dict[str, float], g: np.ndarray, se: np.ndarray, gm: np.ndarr
     plane = np.column_stack([np.ones(len(_INNER)), PATCH_U[_INNER], PATCH_V[_INNER]])
     coef, *_ = np.linalg.lstsq(plane, inner, rcond=None)
     v["gain_relief"] = float(np.sqrt(np.mean((inner - plane @ coef) ** 2)))
+    mouth, jaw = gm[MOUTH_BINS], gm[JAW_BINS]
+    v["gain_jaw"] = (float(mouth.max() - jaw.mean()) if np.isfinite(mouth).all() and np.isfinite(jaw).all()
+                     else float("nan"))
     chin = np.flatnonzero(CHIN_BINS & np.isfinite(gm))
     neck = np.flatnonzero(NECK_BINS & np.isfinite(gm))
     if len(chin) == CHIN_BINS.sum() and len(neck):

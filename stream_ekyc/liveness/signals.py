@@ -56,6 +56,8 @@ MID_BINS = 20
 MID_COLS = slice(CANON_W // 2 - 6, CANON_W // 2 + 6)
 MID_V = EXT_V0 + (np.arange(MID_BINS) + 0.5) * (EXT_V1 - EXT_V0) / MID_BINS   # bin centres
 CHIN_BINS = (MID_V >= 1.0) & (MID_V <= 2.0)      # mouth to chin
+MOUTH_BINS = (MID_V >= 0.5) & (MID_V <= 1.25)   # nose tip to mouth (facing the screen)
+JAW_BINS = (MID_V >= 1.5) & (MID_V <= 2.0)      # the chin's front, turning down and away
 NECK_BINS = (MID_V >= 2.1) & (MID_V <= 3.25)     # under the chin
 
 # inner face (brows, eyes, nose, mouth, cheeks): an ellipse in face units

@@ -24,11 +24,14 @@ def make_records(seed=0, fps=30.0, lag=0.12, response=0.5, duration=5.0, start=1
     # per-patch reflectance (dark eyes/brows rows) and screen geometry (dome unless flat)
     albedo = np.where(np.abs(PATCH_V - 0.0) < 0.3, 0.15, 0.5)[:, None] * np.array([1.0, 0.8, 0.7])
     g = np.ones(len(PATCH_U)) if flat else np.clip(1 - 0.35 * PATCH_U ** 2 - 0.12 * (PATCH_V - 0.5) ** 2, 0.2, 1)
-    # midline: the lower face faces the screen below the camera; the neck, set back and
-    # shaded by the chin, gets neck_shade of it (a flat sheet: all of it)
+    # midline: the lower face faces the screen below the camera and the chin's front turns
+    # down from it (a flat sheet: all alike); the neck, set back and shaded by the chin,
+    # gets neck_shade of the lower face's light (a flat sheet: all of it)
     if neck_shade is None:
         neck_shade = 1.0 if flat else 0.35
-    g_mid = np.where(MID_V < 1.0, 0.9, np.where(MID_V < 2.0, 1.1, 1.1 * neck_shade))
+    chin_front = 1.1 if flat else 0.8
+    g_mid = np.where(MID_V < 1.0, 0.9, np.where(MID_V < 1.5, 1.1, np.where(MID_V < 2.0, chin_front,
+                                                                             1.1 * neck_shade)))
     recs = []
     t = 0.0
     iod = 60.0

@@ -70,8 +70,8 @@ def test_noise_widens_the_standard_error_and_a_region_out_of_frame_is_nan():
 def test_a_head_has_relief_and_a_sheet_has_none():
     head, sheet = features(seed=1), features(seed=1, flat=True, neck_shade=1.0)
     assert head["gain_outer"] > 0.2 and head["gain_centre"] > 0.05 and head["gain_relief"] > 0.02
-    assert head["gain_neck"] > 0.3
-    for k in ("gain_outer", "gain_centre", "gain_chin", "gain_neck"):
+    assert head["gain_neck"] > 0.3 and head["gain_jaw"] > 0.1
+    for k in ("gain_outer", "gain_centre", "gain_chin", "gain_neck", "gain_jaw"):
         assert abs(sheet[k]) < 0.05, k
     assert sheet["gain_relief"] < 0.02
 
@@ -86,3 +86,18 @@ def test_a_plane_turned_or_tilted_has_no_relief_nor_side_contrasts():
         v: dict[str, float] = {}
         _gain_shape(v, g, np.full(30, 0.02), b * MID_V, np.full(MID_BINS, 0.02))
         assert abs(v["gain_centre"]) < 1e-9 and abs(v["gain_outer"]) < 1e-9 and v["gain_relief"] < 1e-9
+
+
+def test_the_drop_to_the_chin_on_the_midline_needs_every_bin_in_view():
+    from stream_ekyc.liveness.scorer import _gain_shape
+    from stream_ekyc.liveness.signals import JAW_BINS, MID_BINS, MID_V, MOUTH_BINS
+
+    g = np.zeros(30)
+    mid = np.where(MOUTH_BINS, 0.5, 0.0) + np.where(MID_V == MID_V[MOUTH_BINS][1], 0.2, 0.0)
+    mid[JAW_BINS] = [0.1, 0.2]
+    v: dict[str, float] = {}
+    _gain_shape(v, g, np.full(30, 0.02), mid, np.full(MID_BINS, 0.02))
+    assert abs(v["gain_jaw"] - (0.7 - 0.15)) < 1e-9     # the peak over the chin's mean
+    mid[np.flatnonzero(JAW_BINS)[-1]] = np.nan            # the frame cuts the chin off
+    _gain_shape(v, g, np.full(30, 0.02), mid, np.full(MID_BINS, 0.02))
+    assert np.isnan(v["gain_jaw"])

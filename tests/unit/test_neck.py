@@ -84,3 +84,12 @@ def test_the_grid_rows_of_the_taller_face_strip_are_the_canonical_face_crop():
         from stream_ekyc.vision.planes import as_frame
         f = as_frame(frame)
         assert np.array_equal(_face_strip(f, face)[EXT_TOP:EXT_TOP + CANON_H], _canonical_face(f, face))
+
+
+def test_a_frame_that_cuts_off_the_chin_is_retried_never_live():
+    from .synthetic_records import make_records, score
+
+    ch, recs = make_records(seed=6, neck_visible_to=1.7)
+    verdict = score(ch, recs)
+    assert math.isnan(verdict.features["gain_jaw"])
+    assert verdict.verdict == "retry" and verdict.reasons == ["unmeasurable"]
