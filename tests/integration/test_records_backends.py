@@ -302,14 +302,16 @@ async def test_state_transition_is_optimistic_under_concurrency(records):
 async def _media(rec: RecordsStore, sid: str, n: int, *, created: float, delete_at: float, kind: str = "packet"):
     keys = [f"{sid}/{kind}/o{i}.bin" for i in range(n)]
     for i, key in enumerate(keys):
-        await rec.add_media_objects([(key, sid, kind, "application/octet-stream", 10 + i)], created_at=created, delete_at=delete_at + i)
+        await rec.add_media_objects([(key, sid, kind, "application/octet-stream", 10 + i)],
+                                    created_at=created, delete_at=delete_at + i)
     return keys
 
 
 async def test_media_objects_and_deletion(records):
     async with records.open() as rec:
         [key] = await _media(rec, "ses_a", 1, created=T0, delete_at=T0 + 7200)
-        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 99)], created_at=T0 + 5, delete_at=T0 + 9000)
+        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 99)],
+                                    created_at=T0 + 5, delete_at=T0 + 9000)
         obj = await rec.media_object(key)
         assert obj == {"key": key, "session_id": "ses_a", "kind": "packet", "content_type": "application/json",
                        "size": 99, "created_at": T0, "delete_at": T0 + 7200, "deleted_at": None,
@@ -334,9 +336,11 @@ async def test_media_objects_and_deletion(records):
             {"what": "media", "ref": "ses_a/video/o0.bin", "at": T0 + 200, "reason": "retention"},
             {"what": "media", "ref": "ses_a/video/o1.bin", "at": T0 + 200, "reason": "retention"}]
         # a rewrite revives a deleted record
-        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 5)], created_at=T0 + 300, delete_at=T0 + 400)
+        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 5)],
+                                    created_at=T0 + 300, delete_at=T0 + 400)
         await rec.mark_media_deleted([key], T0 + 301, "requested")
-        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 5)], created_at=T0 + 302, delete_at=T0 + 400)
+        await rec.add_media_objects([(key, "ses_a", "packet", "application/json", 5)],
+                                    created_at=T0 + 302, delete_at=T0 + 400)
         assert (await rec.media_object(key))["deleted_at"] is None
         assert await rec.media_stats(T0) == {"oldest_live_created_at": T0, "past_deadline": 0, "live_objects": 1}
 
@@ -429,7 +433,8 @@ async def test_deletion_log_holds_no_content(records):
         await rec.add_deletion("media", "ses_d/best_frame/best.jpg", T0, "retention")
         await rec.add_deletion("media", "ses_d/video/v.webm", T0 + 5, "requested")
         await rec.put_session_key("ses_d", secret_key, T0)
-        await rec.add_media_objects([("ses_d/packet/p.json", "ses_d", "packet", "application/json", len(content))], created_at=T0, delete_at=T0)
+        await rec.add_media_objects([("ses_d/packet/p.json", "ses_d", "packet", "application/json", len(content))],
+                                    created_at=T0, delete_at=T0)
         await rec.mark_media_deleted(["ses_d/packet/p.json"], T0 + 6, "retention")
         await rec.shred_session_key("ses_d", T0 + 7, "media expired")
         log = await rec.deletions()
@@ -556,7 +561,8 @@ async def test_retention_purge(records):
         await rec.create_session("ses_stale", "app_x", "t" * 64, {}, jan + 1, jan + 180)
         await rec.create_session("ses_new", "app_x", "t" * 64, {}, mar, mar + 180)
         await rec.put_session_key("ses_stale", b"k" * 32, jan + 1)
-        await rec.add_media_objects([("ses_old/packet/p.json", "ses_old", "packet", "application/json", 1)], created_at=jan, delete_at=jan)
+        await rec.add_media_objects([("ses_old/packet/p.json", "ses_old", "packet", "application/json", 1)],
+                                    created_at=jan, delete_at=jan)
         await rec.mark_media_deleted(["ses_old/packet/p.json"], jan + 7200, "retention")
         await rec.add_deletion("media", "ses_x/video/v.webm", mar, "retention")
         await rec.add_webhook_delivery("ses_old", "app_x", "https://rp.example/h", {"event": "x"}, jan + 6)

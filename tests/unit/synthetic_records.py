@@ -29,9 +29,7 @@ def make_records(seed=0, fps=30.0, lag=0.12, response=0.5, duration=5.0, start=1
     # gets neck_shade of the lower face's light (a flat sheet: all of it)
     if neck_shade is None:
         neck_shade = 1.0 if flat else 0.35
-    chin_front = 1.1 if flat else 0.8
-    g_mid = np.where(MID_V < 1.0, 0.9, np.where(MID_V < 1.5, 1.1, np.where(MID_V < 2.0, chin_front,
-                                                                             1.1 * neck_shade)))
+    g_mid = np.select([MID_V < 1.0, MID_V < 1.5, MID_V < 2.0], [0.9, 1.1, 1.1 if flat else 0.8], 1.1 * neck_shade)
     recs = []
     t = 0.0
     iod = 60.0

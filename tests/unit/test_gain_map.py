@@ -90,10 +90,11 @@ def test_a_plane_turned_or_tilted_has_no_relief_nor_side_contrasts():
 
 def test_the_drop_to_the_chin_on_the_midline_needs_every_bin_in_view():
     from stream_ekyc.liveness.scorer import _gain_shape
-    from stream_ekyc.liveness.signals import JAW_BINS, MID_BINS, MID_V, MOUTH_BINS
+    from stream_ekyc.liveness.signals import JAW_BINS, MID_BINS, MOUTH_BINS
 
     g = np.zeros(30)
-    mid = np.where(MOUTH_BINS, 0.5, 0.0) + np.where(MID_V == MID_V[MOUTH_BINS][1], 0.2, 0.0)
+    mid = np.where(MOUTH_BINS, 0.5, 0.0)
+    mid[np.flatnonzero(MOUTH_BINS)[1]] = 0.7              # the peak, between nose tip and mouth
     mid[JAW_BINS] = [0.1, 0.2]
     v: dict[str, float] = {}
     _gain_shape(v, g, np.full(30, 0.02), mid, np.full(MID_BINS, 0.02))
