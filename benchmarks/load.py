@@ -459,6 +459,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
     missed: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, int]] = {}
     correct = {"bona_fide": [0, 0], "attack": [0, 0]}
+    wrong: list[dict[str, Any]] = []        # every wrong verdict, traceable to its stored session
     face_of = {slot["id"]: Path(slot["assets"]).stem for slot in slots}
     by_face: dict[str, list[int]] = {}      # bona fide [passed, sessions] per simulated face
     for s in sess:
@@ -502,6 +503,10 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         correct[group][1] += 1
         ok = (s.get("outcome") == "passed") if group == "bona_fide" else (s.get("outcome") not in ("passed", None))
         correct[group][0] += int(ok)
+        if not ok:
+            wrong.append({"session_id": sid, "kind": s["kind"], "face": face_of.get(s.get("slot"), "?"),
+                          "outcome": s.get("outcome"), "verdict": res.get("verdict"), "score": res.get("score"),
+                          "reasons": res.get("reasons")})
         if group == "bona_fide":
             f = by_face.setdefault(face_of.get(s.get("slot"), "?"), [0, 0])
             f[0] += int(ok)
@@ -535,7 +540,7 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         "verdict_latency_max_ms": round(max(verdict_ms), 1) if verdict_ms else None,
         "outcomes": outcomes,
         "bona_fide_passed": correct["bona_fide"], "attacks_rejected": correct["attack"],
-        "bona_fide_passed_by_face": by_face,
+        "bona_fide_passed_by_face": by_face, "wrong_verdicts": wrong[:20],
         "missed_deadline": len(missed), "missed": missed[:10],
         "rss_start_mb": round(rss0, 1), "rss_peak_mb": round(sampler.peak(t0, t1 + 0.5), 1),
         "client_cpu_s": round(client_cpu, 2), "client_procs": procs,
@@ -572,6 +577,7 @@ def ratio_pairs(n: int, k: int, session_s: float, args: argparse.Namespace, pool
                     if p["cpu_s_per_stream_s"] and b["cpu_s_per_stream_s"] else None
                 out.append({"pipeline": p["cpu_s_per_stream_s"], "decode_only": b["cpu_s_per_stream_s"], "ratio": r,
                             "bona_fide_passed": p["bona_fide_passed"], "attacks_rejected": p["attacks_rejected"],
+                            "outcomes": p["outcomes"], "wrong_verdicts": p["wrong_verdicts"],
                             "missed_deadline": p["missed_deadline"], "from": f"pair {i + 1}"})
                 progress.line(f"pair {i + 1}/{k} at N={n}: pipeline {p['cpu_s_per_stream_s']}, "
                               f"decode-only {b['cpu_s_per_stream_s']}, ratio {r}")

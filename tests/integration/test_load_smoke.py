@@ -41,6 +41,7 @@ def test_a_bona_fide_applicant_passes_and_a_late_responder_does_not(tmp_path):
     late = row["outcomes"]["late"]
     assert sum(late.values()) == 1 and set(late) <= {"failed", "retry"}
     assert row["bona_fide_passed"] == [1, 1] and row["attacks_rejected"] == [1, 1]
+    assert row["wrong_verdicts"] == []
     # every figure was measured
     assert row["frames_received"] >= row["frames_analysed"] > 20
     assert row["server_cpu_s"] > 0 and row["cpu_s_per_stream_s"] > 0
