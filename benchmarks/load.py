@@ -503,12 +503,12 @@ def run_level(server: Server, sampler: RssSampler, n: int, args: argparse.Namesp
         correct[group][1] += 1
         ok = (s.get("outcome") == "passed") if group == "bona_fide" else (s.get("outcome") not in ("passed", None))
         correct[group][0] += int(ok)
+        face = face_of.get(s.get("slot"), "?")
         if not ok:
-            wrong.append({"session_id": sid, "kind": s["kind"], "face": face_of.get(s.get("slot"), "?"),
-                          "outcome": s.get("outcome"), "verdict": res.get("verdict"), "score": res.get("score"),
-                          "reasons": res.get("reasons")})
+            wrong.append({"session_id": sid, "kind": s["kind"], "face": face, "outcome": s.get("outcome"),
+                          "verdict": res.get("verdict"), "score": res.get("score"), "reasons": res.get("reasons")})
         if group == "bona_fide":
-            f = by_face.setdefault(face_of.get(s.get("slot"), "?"), [0, 0])
+            f = by_face.setdefault(face, [0, 0])
             f[0] += int(ok)
             f[1] += 1
     fps = args.fps
