@@ -20,11 +20,6 @@ Everything the scorer needs is measured here, once per analysed frame, in *linea
   outline carries its neck on the same sheet as its face.
 - exposure shares and a sharpness figure for quality gates and the best frame.
 
-The means (grid, skin, midline) are taken over every pixel of their regions: the frame is
-low-passed before the face-aligned warp samples it (``_face_strip``), which a bilinear
-warp from 30–55 pixels per IOD down to 16 would otherwise read one pixel in several of.
-The per-pixel measures (quartiles, exposure shares, sharpness) read the face as sampled.
-
 Records carry no image data: only these means, the face geometry and the timestamp.
 """
 
@@ -37,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..vision.planes import BgrFrame, YuvFrame, as_frame, low_pass_warp, warp_box
+from ..vision.planes import BgrFrame, YuvFrame, as_frame
 
 # canonical face frame: u in [-1.25, 1.25] IOD (across), v in [-1.0, 2.0] IOD (down from the eyes)
 GRID_COLS, GRID_ROWS = 5, 6
@@ -51,7 +46,7 @@ PATCH_V = np.repeat(np.linspace(V0, V1, GRID_ROWS, endpoint=False) + (V1 - V0) /
 
 # one face-aligned warp serves the grid and the midline: the canonical columns, taller
 # (v in [EXT_V0, EXT_V1]) at the same 16 pixels per IOD, so the grid's pixels are rows
-# [EXT_TOP, EXT_TOP + CANON_H) of it, sampled exactly as a low-passed warp of the grid alone
+# [EXT_TOP, EXT_TOP + CANON_H) of it, sampled exactly as a warp of the grid alone
 EXT_V0, EXT_V1 = -1.5, 3.5
 PX_PER_IOD = CANON_H / (V1 - V0)
 EXT_H = int(round((EXT_V1 - EXT_V0) * PX_PER_IOD))
@@ -252,48 +247,35 @@ def background_mask(shape: tuple[int, int], face: FaceGeometry | None, sx: float
     return mask
 
 
-#: low-pass before the face strip is sampled, in units of the strip's sampling step (the
-#: half-size pixels between two of its pixels; applied only when that step exceeds one pixel)
-STRIP_PREFILTER = 1.0
-
-
 def _face_strip(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
-    """The face-aligned CANON_W × EXT_H BGR crop whose means make the grid and the midline,
-    from the half-size frame. At 16 pixels per IOD the strip samples a face of 30–55
-    half-size pixels per IOD every 2–3.5 pixels, so bilinear taps alone would read a
-    fraction of the face's pixels; the half-size planes are low-passed first
-    (``STRIP_PREFILTER``) so that every pixel of a region counts in its mean and the noise
-    (sensor, compression) averages down as far as the region allows. Chosen on the tuning
-    seeds (out of fold, 30 fold shuffles, BPCER at APCER <= 1 / 2 / 5 % per species): 16.25 /
-    15.65 / 11.65 % against 18.65 / 17.1 / 12.8 % sampled; a Gaussian of 0.5, 0.7, 1.4 or 2
-    steps did no better, a fixed 3×3 binomial after the block means worse (19.0 / 16.2 / 12.8)."""
+    """The face-aligned CANON_W × EXT_H BGR crop (grid and midline), from the half-size frame."""
     m = aligned_transform(face, (frame.width // 2) / frame.width, U0, EXT_V0)
-    step = math.hypot(m[0, 0], m[1, 0])
-    return _warp_half(frame, m, (CANON_W, EXT_H), STRIP_PREFILTER * step if step > 1.0 else 0.0)
+    return _warp_half(frame, m, (CANON_W, EXT_H))
 
 
-def _canonical_crop(frame: BgrFrame | YuvFrame, face: FaceGeometry) -> np.ndarray:
-    """The face-aligned CANON_W × CANON_H crop as sampled, no low-pass: the pixels whose
-    clipping, exposure, brightness quarters and sharpness are measured one by one."""
-    return _warp_half(frame, canonical_transform(face, (frame.width // 2) / frame.width), (CANON_W, CANON_H))
+def _warp_half(frame: BgrFrame | YuvFrame, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """BGR of the half-size frame warped by ``m`` (output pixels → half-size pixels) to ``size``.
 
-
-def _warp_half(frame: BgrFrame | YuvFrame, m: np.ndarray, size: tuple[int, int],
-               sigma: float = 0.0) -> np.ndarray:
-    """BGR of the half-size frame warped by ``m`` (output pixels → half-size pixels) to ``size``,
-    low-passed first by a Gaussian of ``sigma`` half-size pixels (0: none).
-
-    From YUV planes, each plane is warped and only the crop converted. From a BGR image
-    (stills, tests), only the half-size pixels the warp reads are converted
-    (``planes.warp_box``); the result equals warping the whole half-size frame, border
-    replication included. The low-pass reads only a box as well (``planes.low_pass_warp``)."""
+    From YUV planes, each plane is warped and only the crop converted. From a BGR image,
+    only the half-size pixels the warp reads are converted (a box around the output
+    rectangle, two pixels wider for the bilinear taps); the result equals warping the whole
+    half-size frame, border replication at the frame's edges included."""
     if isinstance(frame, YuvFrame):
-        return frame.warp_half(m, size, sigma)
+        return frame.warp_half(m, size)
     hw, hh = frame.width // 2, frame.height // 2
-    if sigma > 0:
-        return low_pass_warp([frame.half()], m, size, sigma)[0]
-    (x0, y0, x1, y1), m = warp_box(m, size, hw, hh)
-    return cv2.warpAffine(frame.half_roi(x0, y0, x1, y1), m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    cx = np.array([-0.5, size[0] - 0.5, -0.5, size[0] - 0.5])
+    cy = np.array([-0.5, -0.5, size[1] - 0.5, size[1] - 0.5])
+    xs = m[0, 0] * cx + m[0, 1] * cy + m[0, 2]
+    ys = m[1, 0] * cx + m[1, 1] * cy + m[1, 2]
+    x0 = min(max(int(np.floor(xs.min())) - 2, 0), hw - 1)
+    y0 = min(max(int(np.floor(ys.min())) - 2, 0), hh - 1)
+    x1 = max(min(int(np.ceil(xs.max())) + 3, hw), x0 + 1)
+    y1 = max(min(int(np.ceil(ys.max())) + 3, hh), y0 + 1)
+    roi = frame.half_roi(x0, y0, x1, y1)
+    m = m.copy()
+    m[0, 2] -= x0
+    m[1, 2] -= y0
+    return cv2.warpAffine(roi, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -338,20 +320,20 @@ class SignalExtractor:
             rec.background = np.array(bgr[2::-1], dtype=np.float64)
         if face is None or face.iod < 8:
             return rec
-        strip = _face_strip(frame, face)                      # low-passed: region means
+        strip = _face_strip(frame, face)
         lin_strip = linearize(strip)                          # BGR order: reversed once results are small
         mid = lin_strip[:, MID_COLS].reshape(MID_BINS, -1, 3)
         mid = (np.add.reduce(mid, axis=1, dtype=np.float64) / mid.shape[1])[:, ::-1]
         mid[~_midline_inside(face, w, h)] = np.nan
         rec.midline = mid
-        canon = _canonical_crop(frame, face)                  # as sampled: per-pixel measures
+        canon = strip[EXT_TOP:EXT_TOP + CANON_H]
         lin = lin_strip[EXT_TOP:EXT_TOP + CANON_H]            # rows of a contiguous array: a view
         # exact CELL × CELL block means (OpenCV's area reduction by an integer factor)
         blocks = cv2.resize(lin, (GRID_COLS, GRID_ROWS), interpolation=cv2.INTER_AREA)
         rec.patches = blocks.reshape(-1, 3)[:, ::-1].astype(np.float64)
         rec.skin = np.add.reduce(rec.patches[SKIN_PATCHES], axis=0) / len(SKIN_PATCHES)
         inner_u8 = canon.reshape(-1, 3)[_INNER_IDX]           # (n, 3) BGR
-        rgb = linearize(canon).reshape(-1, 3)[_INNER_IDX][:, ::-1]   # the same pixels, linear RGB
+        rgb = lin.reshape(-1, 3)[_INNER_IDX][:, ::-1]         # the same pixels, linear RGB
         ranked = rgb[np.argsort(rgb @ _LUMA_LIN, kind="stable")]
         rec.quartiles = np.add.reduceat(ranked, _QUARTER_STARTS, axis=0, dtype=np.float64) / _QUARTER_SIZES
         luma_u8 = inner_u8 @ _LUMA_U8

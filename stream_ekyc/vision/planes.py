@@ -18,8 +18,6 @@ every pixel agrees within ±1 level, on average within 0.01 (see tests/unit/test
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any
 
 import cv2
@@ -44,77 +42,6 @@ def _area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (img.shape[1], img.shape[0]) == (w, h):
         return img
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-
-
-def warp_box(m: np.ndarray, size: tuple[int, int], width: int, height: int,
-             pad: int = 2) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """The box (x0, y0, x1, y1) of a ``width`` × ``height`` image that a warp by ``m``
-    (output pixels → image pixels) to ``size`` (w, h) reads, widened by ``pad`` pixels
-    (two for the bilinear taps) and clamped to the image, and ``m`` moved to that box's
-    origin: warping the box equals warping the whole image, border replication included."""
-    cx = np.array([-0.5, size[0] - 0.5, -0.5, size[0] - 0.5])
-    cy = np.array([-0.5, -0.5, size[1] - 0.5, size[1] - 0.5])
-    xs = m[0, 0] * cx + m[0, 1] * cy + m[0, 2]
-    ys = m[1, 0] * cx + m[1, 1] * cy + m[1, 2]
-    x0 = min(max(int(np.floor(xs.min())) - pad, 0), width - 1)
-    y0 = min(max(int(np.floor(ys.min())) - pad, 0), height - 1)
-    x1 = max(min(int(np.ceil(xs.max())) + pad + 1, width), x0 + 1)
-    y1 = max(min(int(np.ceil(ys.max())) + pad + 1, height), y0 + 1)
-    m = m.copy()
-    m[0, 2] -= x0
-    m[1, 2] -= y0
-    return (x0, y0, x1, y1), m
-
-
-@functools.lru_cache(maxsize=128)
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """A normalised Gaussian kernel reaching 3 sigma (column vector), made once per sigma:
-    OpenCV's GaussianBlur builds its kernel on every call, which on a crop this small costs
-    several times the filtering."""
-    return cv2.getGaussianKernel(2 * max(1, math.ceil(3 * sigma)) + 1, sigma)
-
-
-def _on_grid(a0: int, a1: int, f: int, n: int) -> tuple[int, int]:
-    """[a0, a1) widened to whole f-blocks of [0, n) (the last partial block left out)."""
-    top = n - n % f if n >= f else n
-    a0 = min(a0 - a0 % f, max(top - f, 0))
-    a1 = min(max(a1 + (-a1) % f, a0 + f), top)
-    return a0, a1
-
-
-def low_pass_warp(images: list[np.ndarray], m: np.ndarray, size: tuple[int, int],
-                  sigma: float) -> list[np.ndarray]:
-    """Each of ``images`` (equally sized planes, or one BGR image) low-passed by about a
-    Gaussian of ``sigma`` pixels, then warped by ``m`` (output pixels → image pixels,
-    bilinear, edges replicated) to ``size`` (w, h); only the box the warp reads is filtered.
-
-    A wide Gaussian over the box would cost more than the rest of a frame's analysis, so the
-    box is first averaged over f × f blocks (f = ⌊sigma⌋, OpenCV's exact integer area
-    reduction, aligned with the image's own f-grid) and the small result blurred by what
-    remains of ``sigma``: the two steps' variances add up to ``sigma``²."""
-    h, w = images[0].shape[:2]
-    f = max(1, int(sigma))
-    rest = round(math.sqrt(max(sigma * sigma - (f * f - 1) / 12.0, 0.0)) / f, 2)   # in reduced pixels
-    kernel = gaussian_kernel(rest) if rest > 0.25 else None
-    pad = f * (2 + (len(kernel) // 2 if kernel is not None else 0))
-    (x0, y0, x1, y1), _ = warp_box(m, size, w, h, pad)
-    x0, x1 = _on_grid(x0, x1, f, w)
-    y0, y1 = _on_grid(y0, y1, f, h)
-    m = m.copy()
-    m[:, 2] -= (x0, y0)
-    if f > 1:
-        m[:, :2] /= f
-        m[:, 2] = (m[:, 2] + 0.5) / f - 0.5
-    out = []
-    for img in images:
-        box = img[y0:y1, x0:x1]
-        if f > 1:
-            box = cv2.resize(box, ((x1 - x0) // f, (y1 - y0) // f), interpolation=cv2.INTER_AREA)
-        if kernel is not None:
-            box = cv2.sepFilter2D(box, -1, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
-        out.append(cv2.warpAffine(box, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_REPLICATE))
-    return out
 
 
 def yuv_to_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -218,19 +145,16 @@ class YuvFrame:
             return self._half[y0:y1, x0:x1]
         return yuv_to_bgr(*(p[y0:y1, x0:x1] for p in self._planes_half()))
 
-    def warp_half(self, m: np.ndarray, size: tuple[int, int], sigma: float = 0.0) -> np.ndarray:
+    def warp_half(self, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """BGR of the half-size frame warped by ``m`` (a map from output pixels to half-size
         pixels, bilinear, edges replicated) to ``size`` (w, h). Each plane is warped and only
         the small result converted: interpolation and the conversion are both affine, so
-        this equals converting first, up to rounding (and clipping of out-of-range pixels).
-        ``sigma`` > 0: the planes low-passed first (``low_pass_warp``)."""
+        this equals converting first, up to rounding (and clipping of out-of-range pixels)."""
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        if sigma <= 0:
-            if self._half is not None:
-                return cv2.warpAffine(self._half, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-            return yuv_to_bgr(*(cv2.warpAffine(p, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-                                for p in self._planes_half()))
-        return yuv_to_bgr(*low_pass_warp(list(self._planes_half()), m, size, sigma))
+        if self._half is not None:
+            return cv2.warpAffine(self._half, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        return yuv_to_bgr(*(cv2.warpAffine(p, m, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+                            for p in self._planes_half()))
 
     def detector_source(self, width: int) -> np.ndarray:
         """The detector's input at ``width``: area-averaged from the planes and converted at

@@ -9,7 +9,7 @@ import pytest
 
 from stream_ekyc.analysis import FrameAnalyzer
 from stream_ekyc.liveness.signals import FaceGeometry, _warp_half, canonical_transform, CANON_H, CANON_W
-from stream_ekyc.vision.planes import BgrFrame, YuvFrame, _area, as_frame, gaussian_kernel, low_pass_warp
+from stream_ekyc.vision.planes import BgrFrame, YuvFrame, _area, as_frame
 
 
 def _scene(seed: int = 0) -> np.ndarray:
@@ -63,71 +63,6 @@ def test_the_face_crop_from_a_box_around_the_face_equals_warping_the_whole_half_
         full = cv2.warpAffine(frame.half(), m, (CANON_W, CANON_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
         assert np.array_equal(_canonical_face(frame, face), full)
-
-
-def test_the_low_pass_keeps_a_smooth_image_where_it_was():
-    """On a smooth image the low-passed crop is the sampled crop: the block averaging and
-    the blur move nothing (a half-pixel slip of the reduced grid would show on the ramps),
-    inside the frame and where the crop runs off its edges, from planes and from BGR."""
-    yy, xx = np.mgrid[0:480, 0:640].astype(np.float64)
-    smooth = np.stack([20 + 0.35 * xx, 30 + 0.25 * yy + 0.1 * xx, 200 - 0.2 * xx - 0.1 * yy
-                       + 20 * np.sin(xx / 90.0)], axis=2)
-    bgr = np.clip(np.round(smooth), 0, 255).astype(np.uint8)
-    lm = np.array([[260.0, 200.0], [380.0, 204.0], [322.0, 260.0], [280.0, 320.0], [360.0, 322.0]])
-    for shift in (0.0, -240.0, 230.0):          # inside, and running off the left / right edge
-        face = FaceGeometry((200 + shift, 120, 240, 300), lm + [shift, 0.0], 0.9)
-        m = canonical_transform(face, scale=0.5)
-        for frame in (BgrFrame(bgr), YuvFrame.from_bgr(bgr)):
-            sampled = _warp_half(frame, m, (CANON_W, CANON_H)).astype(int)
-            for sigma in (0.8, 2.5, 3.7):
-                low = _warp_half(frame, m, (CANON_W, CANON_H), sigma).astype(int)
-                # rounding only (the YUV conversion scales the planes' by up to 2); where the
-                # frame's edge is near, the replicated border blurs a little differently
-                if shift == 0:
-                    assert np.abs(low - sampled).max() <= 4, sigma
-                assert np.abs((low - sampled).mean(axis=(0, 1))).max() < (0.45 if shift == 0 else 0.8), (shift, sigma)
-
-
-def test_the_low_pass_filters_only_a_box_but_equals_filtering_the_whole_plane():
-    rng = np.random.default_rng(5)
-    plane = rng.integers(0, 256, (240, 320), dtype=np.uint8)
-    lm = np.array([[130.0, 100.0], [190.0, 102.0], [161.0, 130.0], [140.0, 160.0], [180.0, 161.0]])
-    face = FaceGeometry((100, 60, 120, 150), lm, 0.9)
-    m = canonical_transform(face, scale=1.0)
-    for sigma in (1.7, 3.2):
-        f = int(sigma)
-        k = gaussian_kernel(round(np.sqrt(sigma ** 2 - (f * f - 1) / 12.0) / f, 2))
-        whole = cv2.resize(plane[:240 - 240 % f, :320 - 320 % f], (320 // f, 240 // f), interpolation=cv2.INTER_AREA)
-        whole = cv2.sepFilter2D(whole, -1, k, k, borderType=cv2.BORDER_REPLICATE)
-        mm = m.copy()
-        mm[:, :2] /= f
-        mm[:, 2] = (mm[:, 2] + 0.5) / f - 0.5
-        ref = cv2.warpAffine(whole, mm, (CANON_W, CANON_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_REPLICATE)
-        d = low_pass_warp([plane], m, (CANON_W, CANON_H), sigma)[0].astype(int) - ref
-        # equal but for a rounding here and there (the filter's vector and scalar paths)
-        assert np.abs(d).max() <= 1 and (d != 0).mean() < 0.005, sigma
-
-
-def test_the_face_grid_averages_every_pixel_of_its_cells(monkeypatch):
-    """The grid's cell means come from the strip, low-passed before it is sampled: on a flat
-    grey frame with pixel noise, they scatter far less than when the strip's bilinear taps
-    read one pixel in several, and their mean does not move."""
-    from stream_ekyc.liveness import signals as S
-
-    lm = np.array([[260.0, 200.0], [380.0, 200.0], [320.0, 260.0], [280.0, 320.0], [360.0, 320.0]])
-    face = FaceGeometry((200.0, 120.0, 240.0, 300.0), lm, 0.9)      # IOD 120 px: steps of 3.75
-    rng = np.random.default_rng(3)
-    frames = [np.clip(128 + rng.normal(0, 12, (480, 640, 3)), 0, 255).astype(np.uint8) for _ in range(24)]
-
-    def cells(prefilter_steps: float) -> np.ndarray:
-        monkeypatch.setattr(S, "STRIP_PREFILTER", prefilter_steps)
-        ex = S.SignalExtractor()
-        return np.array([ex.extract(0.0, YuvFrame.from_bgr(f), [face]).patches for f in frames])
-
-    low_passed, sampled = cells(1.0), cells(0.0)
-    assert low_passed.std(axis=0).mean() < 0.6 * sampled.std(axis=0).mean()
-    assert abs(low_passed.mean() - sampled.mean()) < 0.01 * sampled.mean()
 
 
 def test_records_from_the_planes_match_records_from_the_bgr_frame():
