@@ -182,6 +182,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(e))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+    # before any thread of the service starts (decoders, executors, stores)
+    from .heap import limit_arenas
+    limit_arenas(settings.malloc_arenas)
     try:
         import uvloop
         loop = uvloop.new_event_loop()

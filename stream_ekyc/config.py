@@ -48,6 +48,16 @@ def default_analysis_threads() -> int:
     return max(1, n // 2)
 
 
+def default_malloc_arenas() -> int:
+    """glibc malloc arenas for the server: one per CPU this process may use, at least two
+    (glibc's own limit is eight per CPU; stream_ekyc/heap.py says why fewer)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:      # not Linux
+        n = os.cpu_count() or 1
+    return max(2, n)
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -62,6 +72,7 @@ class Settings:
     prices: PriceTable = field(default_factory=PriceTable.default)  # fee per interface (pricing.py)
     max_sessions: int = 8           # concurrent live sessions; beyond: 503 busy
     analysis_threads: int = field(default_factory=default_analysis_threads)  # the shared CPU executor
+    malloc_arenas: int = field(default_factory=default_malloc_arenas)  # glibc arenas (0: glibc's default)
     demo: bool = False
     ice_loopback_only: bool = False  # dev/test only: gather loopback candidates only
     decode_only: bool = False       # benchmark baseline: receive and decode frames, nothing else
@@ -300,6 +311,7 @@ _PARSERS: dict[str, Any] = {
     "prices": _prices,
     "max_sessions": lambda l, v: _int(l, v, 1, 10000),
     "analysis_threads": lambda l, v: _int(l, v, 1, 256),
+    "malloc_arenas": lambda l, v: _int(l, v, 0, 1024),
     "demo": _bool,
     "ice_loopback_only": _bool,
     "decode_only": _bool,

@@ -47,3 +47,48 @@ def test_every_session_trims_without_an_interval() -> None:
     asyncio.run(sessions())
     ex.shutdown()
     assert trimmer.trims == 3
+
+
+# A fresh interpreter caps its arenas (or not), then six threads each allocate from the
+# heap at once and glibc's own malloc_stats() lists the arenas in use on stderr.
+_ARENAS = r"""
+import ctypes, sys, threading
+from stream_ekyc.heap import limit_arenas
+print("limited" if limit_arenas(int(sys.argv[1])) else "unchanged", flush=True)
+keep, go = [], threading.Barrier(6)
+def work():
+    go.wait()
+    for _ in range(200):
+        keep.append(bytearray(20_000))    # below the mmap threshold: from the thread's arena
+threads = [threading.Thread(target=work) for _ in range(6)]
+[t.start() for t in threads]; [t.join() for t in threads]
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def _arenas(n: int, env: dict[str, str] | None = None) -> tuple[str, int]:
+    import os
+    import subprocess
+    import sys
+
+    e = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-c", _ARENAS, str(n)], capture_output=True, text=True, env=e, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip(), sum(1 for line in p.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_limit_arenas_caps_what_threads_share() -> None:
+    if not HeapTrimmer(ThreadPoolExecutor(max_workers=1)).available:
+        pytest.skip("not glibc")
+    assert _arenas(1) == ("limited", 1)
+    state, n = _arenas(2)
+    assert state == "limited" and n <= 2
+
+
+def test_limit_arenas_leaves_the_allocator_alone_when_told_to() -> None:
+    if not HeapTrimmer(ThreadPoolExecutor(max_workers=1)).available:
+        pytest.skip("not glibc")
+    state, n = _arenas(0)                                                  # 0: glibc's default
+    assert state == "unchanged" and n > 1      # the threads contend: glibc gives them arenas of their own
+    assert _arenas(1, {"MALLOC_ARENA_MAX": "3"})[0] == "unchanged"         # the operator's choice wins
