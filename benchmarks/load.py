@@ -627,17 +627,18 @@ def leak_check(args: argparse.Namespace, pool: list[Path], work: Path, progress:
     # sessions: the trend is fitted on the second half (and, for comparison, after 40)
     fit = lambda m: float(np.polyfit(xs[m], ys[m], 1)[0] * 100) if m.sum() >= 3 else None  # noqa: E731
     half = xs > len(sess) / 2
-    slope = fit(half)
-    slope_40 = fit(xs > 40)
-    # the slope's standard error (least squares, the scatter of the idle RSS around the line):
-    # "no growth" is a slope within two of them of zero, and small even at two above it
-    slope_se = None
+    # the slope with its standard error (least squares, from the scatter of the idle RSS
+    # around the line): "no growth" is a slope within two of them of zero, and small even
+    # at two above it
+    slope = slope_se = None
     if half.sum() >= 4:
-        (_b, _a), cov = np.polyfit(xs[half], ys[half], 1, cov=True)
-        slope_se = float(np.sqrt(cov[0, 0]) * 100)
+        (b, _), cov = np.polyfit(xs[half], ys[half], 1, cov=True)
+        slope, slope_se = float(b * 100), float(np.sqrt(cov[0, 0]) * 100)
+    slope_40 = fit(xs > 40)
     # mean idle RSS over each hundred sessions: growth that slows to a plateau shows here
-    blocks = [[int(lo), int(lo + 100), round(float(ys[(xs > lo) & (xs <= lo + 100)].mean()), 1)]
-              for lo in range(0, int(xs.max()) if len(xs) else 0, 100) if ((xs > lo) & (xs <= lo + 100)).any()]
+    hundred = np.ceil(xs / 100) - 1          # sessions 1-100 -> 0, 101-200 -> 1, ...
+    blocks = [[int(100 * k), int(100 * k + 100), round(float(ys[hundred == k].mean()), 1)]
+              for k in np.unique(hundred)]
     states: dict[str, int] = {}
     for v in stored.values():
         states[v["state"]] = states.get(v["state"], 0) + 1

@@ -35,27 +35,27 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot use (one line, names the setting)."""
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # not Linux
+        return os.cpu_count() or 1
+
+
 def default_analysis_threads() -> int:
     """One thread of the shared CPU executor per two CPUs this process may use, at least one.
     The frame analysis holds the GIL for much of its work and shares the CPUs with the
     decoder threads and the event loop: on 2 cores at 8 sessions, one analysis thread took
     about 5 % less CPU per stream than two (less contention, warmer caches; docs/capacity.md)
     and kept every verdict on time."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:      # not Linux
-        n = os.cpu_count() or 1
-    return max(1, n // 2)
+    return max(1, _usable_cpus() // 2)
 
 
 def default_malloc_arenas() -> int:
     """glibc malloc arenas for the server: one per CPU this process may use, at least two
     (glibc's own limit is eight per CPU; stream_ekyc/heap.py says why fewer)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:      # not Linux
-        n = os.cpu_count() or 1
-    return max(2, n)
+    return max(2, _usable_cpus())
 
 
 @dataclass(frozen=True)

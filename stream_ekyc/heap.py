@@ -27,20 +27,22 @@ import logging
 import os
 import time
 from concurrent.futures import Executor
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 
-def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if not name:
+def _glibc(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
+    """The C library's function ``name`` (returning int), None where there is no such
+    function: an allocator other than glibc's (musl, macOS) or no C library found."""
+    lib = ctypes.util.find_library("c")
+    if not lib:
         return None
     try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):     # not glibc (musl, macOS)
+        fn = getattr(ctypes.CDLL(lib), name)
+    except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_size_t]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
@@ -49,17 +51,9 @@ def _load_trim() -> Callable[[int], int] | None:
 M_ARENA_MAX = -8
 
 
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        fn = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):     # not glibc
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
+def glibc_heap() -> bool:
+    """The process allocates with glibc's malloc (trimming and the arena limit apply)."""
+    return _glibc("malloc_trim", [ctypes.c_size_t]) is not None
 
 
 def limit_arenas(n: int) -> bool:
@@ -69,7 +63,7 @@ def limit_arenas(n: int) -> bool:
     other than glibc's: nothing is changed. True when the limit was set."""
     if n <= 0 or "MALLOC_ARENA_MAX" in os.environ:
         return False
-    fn = _load_mallopt()
+    fn = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
     return bool(fn is not None and fn(M_ARENA_MAX, int(n)) == 1)
 
 
@@ -79,7 +73,7 @@ class HeapTrimmer:
     def __init__(self, executor: Executor, min_interval_s: float = 2.0) -> None:
         self.executor = executor
         self.min_interval_s = min_interval_s
-        self._trim = _load_trim()
+        self._trim = _glibc("malloc_trim", [ctypes.c_size_t])
         self._last = -float("inf")
         self.trims = 0
 

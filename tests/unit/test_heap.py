@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from stream_ekyc.heap import HeapTrimmer
+from stream_ekyc.heap import HeapTrimmer, glibc_heap
 
 
 def test_trims_in_the_executor_at_most_once_per_interval() -> None:
@@ -67,10 +70,6 @@ ctypes.CDLL(None).malloc_stats()
 
 
 def _arenas(n: int, env: dict[str, str] | None = None) -> tuple[str, int]:
-    import os
-    import subprocess
-    import sys
-
     e = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     e.update(env or {})
     p = subprocess.run([sys.executable, "-c", _ARENAS, str(n)], capture_output=True, text=True, env=e, timeout=60)
@@ -79,7 +78,7 @@ def _arenas(n: int, env: dict[str, str] | None = None) -> tuple[str, int]:
 
 
 def test_limit_arenas_caps_what_threads_share() -> None:
-    if not HeapTrimmer(ThreadPoolExecutor(max_workers=1)).available:
+    if not glibc_heap():
         pytest.skip("not glibc")
     assert _arenas(1) == ("limited", 1)
     state, n = _arenas(2)
@@ -87,7 +86,7 @@ def test_limit_arenas_caps_what_threads_share() -> None:
 
 
 def test_limit_arenas_leaves_the_allocator_alone_when_told_to() -> None:
-    if not HeapTrimmer(ThreadPoolExecutor(max_workers=1)).available:
+    if not glibc_heap():
         pytest.skip("not glibc")
     state, n = _arenas(0)                                                  # 0: glibc's default
     assert state == "unchanged" and n > 1      # the threads contend: glibc gives them arenas of their own
